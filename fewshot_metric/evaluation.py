@@ -1,0 +1,93 @@
+"""Episodic evaluation: mean accuracy over N-way K-shot tasks with a 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from fewshot_metric.data import EpisodeSampler, FewShotDataset, split_episode
+from fewshot_metric.model import FewShotModel
+from fewshot_metric.training.splits import preload_images
+
+
+@dataclass(frozen=True)
+class EpisodeAccuracy:
+    """Mean accuracy over `episodes` tasks; ci95 = 1.96 * std / sqrt(episodes)."""
+
+    mean: float
+    ci95: float
+    std: float
+    episodes: int
+    n_way: int
+    k_shot: int
+    n_query: int
+    seed: int
+    same_group: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        task = f"{self.n_way}-way {self.k_shot}-shot"
+        if self.same_group:
+            task += " within-group"
+        return (f"{task}: {100 * self.mean:.2f}% ± {100 * self.ci95:.2f}% "
+                f"(95% CI, {self.episodes} episodes, {self.n_query} queries/class, "
+                f"seed {self.seed})")
+
+
+def accuracy_with_ci(accuracies: Sequence[float]) -> tuple[float, float, float]:
+    """Per-episode accuracies -> (mean, 1.96 * std / sqrt(E), std) with the population std."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    std = float(values.std())
+    return float(values.mean()), 1.96 * std / math.sqrt(len(values)), std
+
+
+@torch.no_grad()
+def embed_images(model: FewShotModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """images [N, C, H, W] -> embeddings [N, D], backbone in eval mode."""
+    was_training = model.training
+    model.eval()
+    chunks = [model.embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+def embed_dataset(model: FewShotModel, dataset: FewShotDataset,
+                  batch_size: int = 256) -> torch.Tensor:
+    """Every image of `dataset`, preprocessed batch by batch -> embeddings [N, D]."""
+    chunks = []
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        chunks.append(embed_images(model, preload_images(dataset, indices), batch_size))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def evaluate_embeddings(model: FewShotModel, embeddings: torch.Tensor, labels: np.ndarray,
+                        class_groups: Sequence[str] | None, n_way: int, k_shot: int,
+                        n_query: int, episodes: int, seed: int,
+                        same_group: bool = False) -> EpisodeAccuracy:
+    """Runs `episodes` tasks on precomputed embeddings [N, D] with the model's head.
+
+    Episode i is a pure function of (seed, i), so the same seed gives the same tasks and
+    the same number. Each image is embedded once (eval mode), then tasks index into it.
+    """
+    sampler = EpisodeSampler(labels, n_way=n_way, k_shot=k_shot, n_query=n_query,
+                             n_episodes=episodes, seed=seed, class_groups=class_groups,
+                             same_group=same_group)
+    was_training = model.training
+    model.eval()
+    accuracies = []
+    for indices in sampler:
+        emb = embeddings[torch.as_tensor(indices)]
+        support, support_labels, query, query_labels = split_episode(emb, n_way, k_shot, n_query)
+        logits = model.episode_logits(support, support_labels, query)
+        accuracies.append((logits.argmax(1) == query_labels).float().mean().item())
+    model.train(was_training)
+    mean, ci95, std = accuracy_with_ci(accuracies)
+    return EpisodeAccuracy(mean, ci95, std, episodes, n_way, k_shot, n_query, seed, same_group)

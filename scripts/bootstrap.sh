@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv in the checkout on first use (or when requirements.lock changed)
+# and installs the pinned environment plus this package in editable mode.
+# Sourced by scripts/quickstart.sh and scripts/test.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.lock-sha256"
+LOCK_SHA="$(sha256sum "$ROOT/requirements.lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$LOCK_SHA" ]]; then
+    echo "[fewshot-metric] setting up $VENV (first run: a few minutes, ~6 GB for torch)" >&2
+    python3 -m venv "$VENV"
+    # torch and torchvision are pinned as a matching pair in requirements.lock:
+    # never let pip pair torchvision with a different (e.g. local +cpu) torch.
+    "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.lock"
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$ROOT"
+    echo "$LOCK_SHA" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
