@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, ValueError, OSError, KeyError) as exc:
         print(f"fewshot-metric {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

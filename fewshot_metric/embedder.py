@@ -9,28 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from fewshot_metric.data import build_transform
+from fewshot_metric.data.base import open_image
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.training.checkpoint import load_model
 
 ImageInput = str | Path | Image.Image
-
-
-def open_image(path: str | Path) -> Image.Image:
-    """Decodes an image file, upright as a viewer shows it (EXIF orientation applied)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc}); remove it or convert it "
-                         "to PNG or JPEG") from exc
 
 
 class Embedder:
@@ -68,7 +55,7 @@ class Embedder:
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """A path or PIL image -> tensor [C, H, W] exactly as in training."""
         if not isinstance(image, Image.Image):
-            image = open_image(image)
+            image = open_image(image, str(image))
         return self.transform(image)
 
     @torch.no_grad()

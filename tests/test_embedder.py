@@ -69,7 +69,21 @@ def test_unreadable_image_is_named(trained: Trainer, tmp_path: Path) -> None:
     embedder = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    with pytest.raises(ValueError, match=r"bad\.png is not a readable image"):
+    with pytest.raises(OSError, match=r"cannot decode image .*bad\.png"):
         embedder.embed([bad])
     with pytest.raises(FileNotFoundError, match="missing.png"):
         embedder.embed([tmp_path / "missing.png"])
+
+
+def test_exif_rotated_photo_is_read_upright(tmp_path: Path) -> None:
+    from fewshot_metric.data.base import open_image
+
+    rng = np.random.default_rng(1)
+    stored = Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8))  # 40 wide, 30 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: a viewer turns the stored pixels 90 degrees clockwise
+    stored.save(tmp_path / "photo.png", exif=exif)
+    upright = open_image(tmp_path / "photo.png", "photo.png")
+    assert upright.size == (30, 40)
+    clockwise = stored.transpose(Image.Transpose.ROTATE_270)
+    assert np.array_equal(np.asarray(upright), np.asarray(clockwise))

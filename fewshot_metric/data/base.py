@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -23,11 +23,14 @@ def to_float_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def open_image(data: str | Path | bytes, source: str) -> Image.Image:
-    """Fully decodes an image from a path or from encoded bytes; `source` names it in errors."""
+    """Fully decodes an image from a path or from encoded bytes, upright as a viewer shows it
+    (EXIF orientation applied); `source` names it in errors."""
+    if not isinstance(data, bytes) and not Path(data).is_file():
+        raise FileNotFoundError(f"image not found: {source}")
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             image.load()
-            return image
+            return ImageOps.exif_transpose(image)
     except (OSError, UnidentifiedImageError) as exc:
         raise OSError(f"cannot decode image {source}: {exc}; replace or remove the file") from exc
 

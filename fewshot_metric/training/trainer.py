@@ -79,9 +79,10 @@ class EpisodeSource:
         self.ready = np.zeros(len(dataset), dtype=bool)
 
     def fetch(self, indices: list[int] | np.ndarray) -> torch.Tensor:
-        if not self.keep:
-            return torch.stack([self.dataset[int(i)][0] for i in indices])
         indices = np.asarray(indices, dtype=np.int64)
+        if not self.keep:
+            images = preload_images(self.dataset, indices)
+            return images.contiguous(memory_format=torch.channels_last)
         missing = np.unique(indices[~self.ready[indices]])
         if len(missing):
             fresh = preload_images(self.dataset, missing)
@@ -97,7 +98,7 @@ class EpisodeSource:
 
 
 class Trainer:
-    """Trains `recipe` into `out_dir`; `run()` returns the test-split accuracy."""
+    """Trains `recipe` into `out_dir` with `fit()`; `test()` scores the best checkpoint."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, progress: bool = True):
         self.recipe = recipe
@@ -131,7 +132,7 @@ class Trainer:
         self.best_val = -1.0
 
     # -- one step -------------------------------------------------------------------------
-    def _train_step(self, step: int) -> tuple[float, float]:
+    def train_step(self, step: int) -> tuple[float, float]:
         cfg = self.recipe.train
         images = self.train_source.fetch(self.sampler.episode(step))
         emb = self.model.embed(images)
@@ -219,7 +220,7 @@ class Trainer:
                    desc=f"train {self.recipe.name}", disable=not self.progress,
                    mininterval=1.0)
         for step in bar:
-            loss, accuracy = self._train_step(step)
+            loss, accuracy = self.train_step(step)
             self.step = step + 1
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
             record = {"step": self.step, "loss": loss, "train_accuracy": accuracy,
