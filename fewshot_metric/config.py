@@ -65,7 +65,10 @@ class TrainConfig:
     val_n_way: int = 5
     val_k_shot: int = 1
     val_n_query: int = 15
-    augment: bool = False
+    augment: bool = False  # random affine warp of each training image (after the cache)
+    augment_rotate: float = 10.0  # degrees, +-
+    augment_scale: float = 0.1  # zoom 1 +- this
+    augment_shift: float = 0.1  # shift, +- this fraction of the image size
 
 
 @dataclass

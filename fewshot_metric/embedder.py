@@ -27,7 +27,7 @@ class Embedder:
         self.model = model.eval().to(memory_format=torch.channels_last)  # as in training
         self.meta = meta
         self.source = source
-        self.transform = build_transform(model.backbone.input_config, train=False)
+        self.transform = build_transform(model.backbone.input_config)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Embedder:

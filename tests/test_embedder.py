@@ -35,7 +35,7 @@ def test_saved_and_loaded_embedder_gives_identical_vectors(trained: Trainer,
                                                             tmp_path: Path) -> None:
     embedder = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
     pil = images(5)
-    transform = build_transform(trained.model.backbone.input_config, train=False)
+    transform = build_transform(trained.model.backbone.input_config)
     batch = torch.stack([transform(image) for image in pil])
     batch = batch.contiguous(memory_format=torch.channels_last)  # the trainer's layout
     trained.model.eval()

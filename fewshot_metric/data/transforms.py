@@ -10,9 +10,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-AUGMENT_SCALE = (0.8, 1.0)  # train-time RandomResizedCrop: area fraction kept
-AUGMENT_RATIO = (0.9, 1.1)  # ... and aspect ratio range (no flips: they change characters)
-
 
 class InputSpec(Protocol):
     """What build_transform needs of a backbone's input config."""
@@ -59,12 +56,12 @@ class ConvertMode:
         return convert_mode(image, self.channels)
 
 
-def build_transform(input_config: InputSpec, train: bool = False,
-                    augment: bool | None = None) -> v2.Compose:
+def build_transform(input_config: InputSpec) -> v2.Compose:
     """PIL image -> float tensor [channels, H, W], resized to `image_size` and normalised.
 
-    `augment` (default: the value of `train`) adds a mild RandomResizedCrop in place of the
-    plain resize. `input_config` is any object with image_size, channels, mean, std and
+    Training augmentation works on batches of these tensors (fewshot_metric.training.augment),
+    so the same preprocessing serves training, evaluation and inference.
+    `input_config` is any object with image_size, channels, mean, std and
     interpolation (a torchvision InterpolationMode name such as "bilinear" or "bicubic").
     """
     size = tuple(int(s) for s in input_config.image_size)
@@ -85,15 +82,9 @@ def build_transform(input_config: InputSpec, train: bool = False,
             f"build_transform: unknown interpolation '{input_config.interpolation}'; "
             f"choose one of {options}"
         ) from None
-    augment = train if augment is None else augment
-    if augment:
-        resize = v2.RandomResizedCrop(size, scale=AUGMENT_SCALE, ratio=AUGMENT_RATIO,
-                                      interpolation=interpolation, antialias=True)
-    else:
-        resize = v2.Resize(size, interpolation=interpolation, antialias=True)
     return v2.Compose([
         ConvertMode(channels),
-        resize,
+        v2.Resize(size, interpolation=interpolation, antialias=True),
         v2.PILToTensor(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean, std),

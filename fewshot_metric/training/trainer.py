@@ -28,6 +28,7 @@ from fewshot_metric.evaluation import (
 )
 from fewshot_metric.losses import contrastive_loss, episode_cross_entropy, mine_pairs
 from fewshot_metric.model import FewShotModel, build_model
+from fewshot_metric.training.augment import random_affine
 from fewshot_metric.training.checkpoint import (
     load_model,
     load_train_state,
@@ -69,7 +70,7 @@ class EpisodeSource:
     """Images of a split, fetched by dataset indices [n] -> [n, C, H, W].
 
     With `keep=True` each image is preprocessed once, on first use, into one contiguous
-    tensor; otherwise (random augmentation, or splits too big for memory) on every fetch.
+    tensor; otherwise (splits too big for memory) on every fetch.
     """
 
     def __init__(self, dataset: FewShotDataset, keep: bool):
@@ -111,10 +112,9 @@ class Trainer:
             memory_format=torch.channels_last)
         input_config = self.model.backbone.input_config
         data = recipe.data
-        train_transform = build_transform(input_config, train=recipe.train.augment)
-        eval_transform = build_transform(input_config, train=False)
-        train_set = open_split(data, data.train_split, train_transform)
-        val_set = open_split(data, data.val_split, eval_transform)
+        transform = build_transform(input_config)
+        train_set = open_split(data, data.train_split, transform)
+        val_set = open_split(data, data.val_split, transform)
         cfg = recipe.train
         # Built first so a split too small for the episodes fails before any work is done.
         self.sampler = EpisodeSampler(train_set.labels, n_way=cfg.n_way, k_shot=cfg.k_shot,
@@ -123,8 +123,7 @@ class Trainer:
         EpisodeSampler(val_set.labels, n_way=cfg.val_n_way, k_shot=cfg.val_k_shot,
                        n_query=cfg.val_n_query, n_episodes=1, seed=recipe.seed,
                        class_names=val_set.class_names)
-        preload_train = data.preload and not cfg.augment
-        self.train_source = EpisodeSource(train_set, preload_train)
+        self.train_source = EpisodeSource(train_set, data.preload)
         self.val_source = EpisodeSource(val_set, data.preload)
         self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe)
@@ -135,13 +134,16 @@ class Trainer:
     def train_step(self, step: int) -> tuple[float, float]:
         cfg = self.recipe.train
         images = self.train_source.fetch(self.sampler.episode(step))
+        generator = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step)
+        if cfg.augment:
+            images = random_affine(images, generator, cfg.augment_rotate, cfg.augment_scale,
+                                   cfg.augment_shift)
         emb = self.model.embed(images)
         support, support_labels, query, query_labels = split_episode(
             emb, cfg.n_way, cfg.k_shot, cfg.n_query)
         logits = self.model.episode_logits(support, support_labels, query)
         if self.model.head_name == "siamese":
             labels = torch.cat([support_labels, query_labels])
-            generator = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + step)
             idx_a, idx_b, same = mine_pairs(labels, cfg.positive_fraction, cfg.pairs_per_step,
                                             generator)
             loss = contrastive_loss(self.model.head(emb[idx_a], emb[idx_b]), same, cfg.margin)
@@ -243,7 +245,7 @@ class Trainer:
         model, _ = load_model(self.out_dir / checkpoint)
         data, ev = self.recipe.data, self.recipe.eval
         dataset = open_split(data, data.test_split,
-                             build_transform(model.backbone.input_config, train=False))
+                             build_transform(model.backbone.input_config))
         result = evaluate_embeddings(model, embed_dataset(model, dataset), dataset.labels,
                                      dataset.class_groups, ev.n_way, ev.k_shot, ev.n_query,
                                      ev.episodes, seed=self.recipe.seed,
