@@ -1,0 +1,29 @@
+"""The serving side: a FAISS-backed store of named classes, built from a few embeddings each.
+
+`PrototypeStore(dim, metric, mode, index, fingerprint)`: `add` / `remove` / `rename` classes,
+`search` for the nearest ones, `save` / `PrototypeStore.load` a folder. Index kinds are in
+`index_factory`, the folder format in `persistence`.
+"""
+
+from fewshot_metric.store.index_factory import KIND_OPTIONS
+from fewshot_metric.store.persistence import StoreFormatError, StoreLockedError
+from fewshot_metric.store.prototype_store import (
+    MODES,
+    UNKNOWN,
+    IncompatibleEmbedderError,
+    PrototypeStore,
+    SearchResult,
+    UnknownClassError,
+)
+
+__all__ = [
+    "KIND_OPTIONS",
+    "MODES",
+    "UNKNOWN",
+    "IncompatibleEmbedderError",
+    "PrototypeStore",
+    "SearchResult",
+    "StoreFormatError",
+    "StoreLockedError",
+    "UnknownClassError",
+]

@@ -1,0 +1,341 @@
+"""The on-disk store folder: layout, atomic replacement, advisory lock, integrity checks.
+
+A store folder holds fixed file names only (labels live inside store.json, never in paths):
+
+- `store.json`: format name + version, dim, metric, mode, index kind + options, fingerprint,
+  next id, the classes in insertion order as {label, id, count}, and the sha256 of every
+  other file.
+- `index.faiss`: `faiss.write_index` of the live index.
+- prototype mode: `sums.npy` float64 [C, D], the running sums of the classes' shots (unit
+  vectors for cosine), rows in class order.
+- instance mode: `vectors.npy` float32 [N, D] (the index-ready shots), `vector_ids.npy`
+  int64 [N], `vector_classes.npy` int64 [N] (the class id of each shot), rows grouped by
+  class in class order.
+
+Saving writes everything into a fresh temp folder `.NAME.*.tmp` beside the store (each file
+fsynced), renames the old folder to the backup `.NAME.backup`, renames the temp folder to
+NAME, fsyncs the parent and deletes the backup. At every instant NAME, or during the swap
+`.NAME.backup`, is a complete store, and loading falls back to the backup when NAME is
+missing. Saves and loads hold an advisory `fcntl.flock` on `NAME.lock` beside the folder
+(exclusive to save, shared to load); a second process waits up to `lock_timeout` seconds,
+then gets `StoreLockedError`. The lock file is left in place: deleting it would race.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from fewshot_metric.atomic import atomic_write, atomic_write_text
+from fewshot_metric.store.index_factory import StoreIndex
+
+FORMAT = "fewshot_metric.prototype_store"
+VERSION = 1
+META_FILE = "store.json"
+INDEX_FILE = "index.faiss"
+ARRAY_FILES: dict[str, tuple[str, ...]] = {
+    "prototype": ("sums",),
+    "instance": ("vectors", "vector_ids", "vector_classes"),
+}
+_RESTORE = ("restore the folder from a backup, or rebuild the store (add the classes again "
+            "and save)")
+
+
+class StoreFormatError(ValueError):
+    """A store folder that is missing files, or whose files are corrupt or do not match."""
+
+
+class StoreLockedError(TimeoutError):
+    """Another process holds the store's lock for longer than `lock_timeout`."""
+
+
+@dataclass
+class SavedStore:
+    """A store as plain values: what `write_store` writes and `read_store` returns.
+
+    `labels`, `class_ids`, `counts` are [C] in insertion order; `arrays` maps the mode's
+    ARRAY_FILES names to arrays (see the module docstring); `source` is the folder read.
+    """
+
+    dim: int
+    metric: str
+    mode: str
+    fingerprint: str | None
+    next_id: int
+    labels: list[str]
+    class_ids: list[int]
+    counts: list[int]
+    arrays: dict[str, np.ndarray]
+    index: StoreIndex
+    source: Path | None = None
+
+
+def backup_path(path: Path) -> Path:
+    """Where the previous store sits while a save swaps folders."""
+    return path.parent / f".{path.name}.backup"
+
+
+def lock_path(path: Path) -> Path:
+    """The advisory lock file beside the store folder."""
+    return path.parent / f"{path.name}.lock"
+
+
+@contextmanager
+def _locked(path: Path, exclusive: bool, timeout: float) -> Iterator[None]:
+    """Holds flock on `lock_path(path)`. A reader that cannot create the lock file (a
+    read-only place, where nobody can save either) reads without it."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, (os.O_RDWR if exclusive else os.O_RDONLY) | os.O_CREAT, 0o644)
+    except OSError:
+        if exclusive:
+            raise
+        fd = None
+    try:
+        deadline = time.monotonic() + timeout
+        while fd is not None:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"store {path} is locked by another process (lock file {lock}); waited "
+                        f"{timeout:g} s. Try again once its save or load has finished") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(partial(handle.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_npy(array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> None:
+    """Atomically replaces the store folder `path` by `saved` (see the module docstring)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"cannot save the store to {path}: it is a file; choose a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / META_FILE).is_file():
+        raise FileExistsError(f"cannot save the store to {path}: the folder is not empty and is "
+                              f"not a store (no {META_FILE}); choose a new or empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path, exclusive=True, timeout=lock_timeout):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            atomic_write(tmp / INDEX_FILE,
+                         lambda file: faiss.write_index(saved.index.faiss_index, str(file)))
+            for name in ARRAY_FILES[saved.mode]:
+                atomic_write(tmp / f"{name}.npy", partial(_write_npy, saved.arrays[name]))
+            meta = {
+                "format": FORMAT, "version": VERSION, "dim": saved.dim, "metric": saved.metric,
+                "mode": saved.mode,
+                "index": {"kind": saved.index.kind, "options": saved.index.options},
+                "fingerprint": saved.fingerprint, "next_id": saved.next_id,
+                "classes": [{"label": label, "id": class_id, "count": count} for
+                            label, class_id, count in zip(saved.labels, saved.class_ids,
+                                                          saved.counts, strict=True)],
+                "files": {file.name: _sha256(file) for file in sorted(tmp.iterdir())},
+            }
+            atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=1))
+            _swap_in(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Renames the complete folder `tmp` to `path`, keeping the old one as the backup until
+    the new one is in place."""
+    backup = backup_path(path)
+    if path.exists():
+        shutil.rmtree(backup, ignore_errors=True)  # left by a crashed save; `path` is whole
+        os.rename(path, backup)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if backup.exists() and not path.exists():
+            os.rename(backup, path)
+        raise
+    _fsync_dir(path.parent)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def read_store(path: str | Path, lock_timeout: float) -> SavedStore:
+    """Reads and checks the store folder `path` (or its backup, see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir() and not backup_path(path).is_dir():
+        raise FileNotFoundError(f"no store at {path}: there is no such folder; save one with "
+                                f"store.save({str(path)!r})")
+    with _locked(path, exclusive=False, timeout=lock_timeout):
+        folder = path if path.is_dir() else backup_path(path)
+        meta = _read_meta(folder)
+        mode, dim = meta["mode"], meta["dim"]
+        names = [INDEX_FILE] + [f"{name}.npy" for name in ARRAY_FILES[mode]]
+        if sorted(meta["files"]) != sorted(names):
+            raise _meta_error(folder, f"'files' lists {sorted(meta['files'])}; a {mode}-mode "
+                                      f"store has {sorted(names)}")
+        for name in names:
+            _check_file(folder / name, meta["files"][name])
+        counts = [entry["count"] for entry in meta["classes"]]
+        n_rows = len(counts) if mode == "prototype" else sum(counts)
+        shapes = {"sums": (np.float64, (n_rows, dim)), "vectors": (np.float32, (n_rows, dim)),
+                  "vector_ids": (np.int64, (n_rows,)), "vector_classes": (np.int64, (n_rows,))}
+        arrays = {name: _read_npy(folder / f"{name}.npy", *shapes[name])
+                  for name in ARRAY_FILES[mode]}
+        class_ids = [entry["id"] for entry in meta["classes"]]
+        if mode == "instance":
+            _check_instance(folder, arrays, class_ids, counts, meta["next_id"])
+        index = _read_index(folder, meta, n_rows)
+    return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["next_id"],
+                      [entry["label"] for entry in meta["classes"]], class_ids, counts, arrays,
+                      index, folder)
+
+
+def _meta_error(folder: Path, detail: str) -> StoreFormatError:
+    return StoreFormatError(f"{folder / META_FILE}: {detail}. The file was edited or is "
+                            f"corrupt: {_RESTORE}")
+
+
+def _field(folder: Path, mapping: dict[str, Any], key: str, types: tuple[type, ...],
+           where: str = "") -> Any:
+    """mapping[key], checked to be one of `types` (never a bool)."""
+    if key not in mapping:
+        raise _meta_error(folder, f"key {where}{key!r} is missing")
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, types):
+        wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise _meta_error(folder, f"key {where}{key!r} must be {wanted}, got {value!r}")
+    return value
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """store.json, checked key by key."""
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise StoreFormatError(f"{meta_path} is missing, so {folder} is not a readable store: "
+                               f"{_RESTORE}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _meta_error(folder, f"not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise _meta_error(folder, f"must hold a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise _meta_error(folder, f"format {meta.get('format')!r} version "
+                                  f"{meta.get('version')!r}; this fewshot_metric reads {FORMAT!r} "
+                                  f"version {VERSION}")
+    for key, types in (("dim", (int,)), ("metric", (str,)), ("mode", (str,)),
+                       ("index", (dict,)), ("fingerprint", (str, type(None))),
+                       ("next_id", (int,)), ("classes", (list,)), ("files", (dict,))):
+        _field(folder, meta, key, types)
+    if meta["mode"] not in ARRAY_FILES:
+        raise _meta_error(folder, f"unknown mode {meta['mode']!r}; expected one of "
+                                  f"{list(ARRAY_FILES)}")
+    if meta["dim"] < 1 or meta["next_id"] < 0:
+        raise _meta_error(folder, f"dim must be >= 1 and next_id >= 0, got {meta['dim']} and "
+                                  f"{meta['next_id']}")
+    _field(folder, meta["index"], "kind", (str,), "index.")
+    _field(folder, meta["index"], "options", (dict,), "index.")
+    for i, entry in enumerate(meta["classes"]):
+        if not isinstance(entry, dict):
+            raise _meta_error(folder, f"classes[{i}] must be an object, got {entry!r}")
+        for key, types in (("label", (str,)), ("id", (int,)), ("count", (int,))):
+            _field(folder, entry, key, types, f"classes[{i}].")
+        if not 0 <= entry["id"] < meta["next_id"] or entry["count"] < 1:
+            raise _meta_error(folder, f"classes[{i}] ({entry['label']!r}) needs 0 <= id < "
+                                      f"next_id and count >= 1, got {entry}")
+    for key in ("label", "id"):
+        values = [entry[key] for entry in meta["classes"]]
+        if len(set(values)) != len(values):
+            raise _meta_error(folder, f"two classes share one {key}")
+    return meta
+
+
+def _check_file(path: Path, sha256: Any) -> None:
+    if not path.is_file():
+        raise StoreFormatError(f"{path} is missing, so the store is incomplete: {_RESTORE}")
+    if _sha256(path) != sha256:
+        raise StoreFormatError(f"{path} does not match {META_FILE} (its sha256 differs): it was "
+                               f"replaced or edited; {_RESTORE}")
+
+
+def _read_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise StoreFormatError(f"{path} is not a readable .npy array ({error}); "
+                               f"{_RESTORE}") from None
+    if array.dtype != dtype or array.shape != shape:
+        raise StoreFormatError(f"{path} holds {array.dtype} {array.shape}; {META_FILE} needs "
+                               f"{np.dtype(dtype)} {shape}; {_RESTORE}")
+    return array
+
+
+def _check_instance(folder: Path, arrays: dict[str, np.ndarray], class_ids: list[int],
+                    counts: list[int], next_id: int) -> None:
+    """Shots grouped by class in class order, with unique ids below next_id."""
+    expected = np.repeat(np.asarray(class_ids, dtype=np.int64), counts)
+    if not np.array_equal(arrays["vector_classes"], expected):
+        raise _meta_error(folder, "the class ids and counts do not match vector_classes.npy")
+    ids = arrays["vector_ids"]
+    in_range = len(ids) == 0 or (ids.min() >= 0 and ids.max() < next_id)
+    if len(np.unique(ids)) != len(ids) or not in_range:
+        raise _meta_error(folder, f"vector_ids.npy needs unique ids in [0, next_id={next_id})")
+
+
+def _read_index(folder: Path, meta: dict[str, Any], n_rows: int) -> StoreIndex:
+    """index.faiss, checked against the kind, dim, metric and vector count in store.json."""
+    try:
+        index = StoreIndex(meta["index"]["kind"], meta["dim"], meta["metric"],
+                           **meta["index"]["options"])
+    except ValueError as error:
+        raise _meta_error(folder, f"bad index settings: {error}") from None
+    path = folder / INDEX_FILE
+    try:
+        loaded = faiss.read_index(str(path))
+    except RuntimeError as error:
+        raise StoreFormatError(f"{path} could not be read by FAISS ({error}); "
+                               f"{_RESTORE}") from None
+    try:
+        index.adopt(loaded)
+    except ValueError as error:
+        raise StoreFormatError(f"{path} does not match {META_FILE}: {error}; "
+                               f"{_RESTORE}") from None
+    if index.ntotal != n_rows:
+        raise StoreFormatError(f"{path} holds {index.ntotal} vectors; {META_FILE} describes "
+                               f"{n_rows}; {_RESTORE}")
+    return index
