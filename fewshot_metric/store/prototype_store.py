@@ -301,14 +301,17 @@ class PrototypeStore:
                added: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """Updates the index (removing the vector ids `removed`, adding the (vectors, ids)
         `added`), then commits `changes` (label -> new entry, or None to drop it). If the index
-        update fails it is rebuilt from the unchanged entries and the error re-raised."""
-        entries = {label: changes.get(label, entry) for label, entry in self._entries.items()}
-        entries.update((label, entry) for label, entry in changes.items() if label not in entries)
-        entries = {label: entry for label, entry in entries.items() if entry is not None}
+        update fails it is rebuilt from the unchanged entries and the error re-raised.
+        Touches only the changed classes, so a change costs O(changed), not O(classes)."""
+
+        def entries_after() -> dict[str, _Entry]:  # only for a rebuild, which is O(N) anyway
+            merged = {**self._entries, **changes}
+            return {label: entry for label, entry in merged.items() if entry is not None}
+
         remove_ids = np.concatenate(removed) if removed else np.empty(0, np.int64)
         try:
             self._index.update(remove_ids, *_stack(added, self.dim),
-                               lambda: self._vectors(entries))
+                               lambda: self._vectors(entries_after()))
         except BaseException:
             self._index.rebuild(*self._vectors(self._entries))
             raise
@@ -318,10 +321,16 @@ class PrototypeStore:
                 for vector_id in old.vector_ids.tolist():
                     del self._owner[vector_id]
                 del self._label_of[old.id]
-            if entry is not None:
+            if entry is None:
+                del self._entries[label]
+            else:
+                self._entries[label] = entry  # an existing label keeps its position
                 self._link(label, entry)
-        self._entries = entries
-        self._count_max_vectors()
+        if any(entry is None for entry in changes.values()):
+            self._count_max_vectors()
+        else:
+            self._max_vectors = max([self._max_vectors,
+                                     *(len(e.vector_ids) for e in changes.values() if e)])
 
     def _link(self, label: str, entry: _Entry) -> None:
         """Registers the ids of a committed entry for search."""
