@@ -40,7 +40,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from fewshot_metric.atomic import atomic_write, atomic_write_text
+from fewshot_metric.atomic import atomic_write, atomic_write_text, fsync_dir
 from fewshot_metric.store.index_factory import StoreIndex
 
 FORMAT = "fewshot_metric.prototype_store"
@@ -136,14 +136,6 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> None:
     """Atomically replaces the store folder `path` by `saved` (see the module docstring)."""
     path = Path(path)
@@ -190,7 +182,7 @@ def _swap_in(tmp: Path, path: Path) -> None:
         if backup.exists() and not path.exists():
             os.rename(backup, path)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     shutil.rmtree(backup, ignore_errors=True)
 
 
