@@ -142,7 +142,9 @@ def run_easyfsl(data: Path, warmup: int, episodes: int, seed: int) -> dict:
 
 def run_ours(data: Path, warmup: int, episodes: int, seed: int) -> dict:
     """Trainer.train_step, as fit() runs it, after filling the preprocessed-image cache."""
-    recipe = load_recipe(RECIPE, [f"data.root={json.dumps(str(data))}", f"seed={seed}"])
+    # augment off: easyfsl's pipeline does not warp images, so both sides do the same work
+    recipe = load_recipe(RECIPE, [f"data.root={json.dumps(str(data))}", f"seed={seed}",
+                                  "train.augment=false"])
     cfg = recipe.train
     shape = (recipe.model.backbone, recipe.model.head, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.lr)
     if shape != ("conv4", "prototypical", N_WAY, K_SHOT, N_QUERY, LR):
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
           "(OmniglotDataset cache=False, DataLoader num_workers=0), conv in contiguous format; "
           "its head scores -euclidean distance (cdist), ours -squared euclidean")
     print("- fewshot_metric keeps the preprocessed images in one tensor (no per-episode decode: "
-          "an episode is one index gather) and runs Conv-4 in channels_last memory format"
+          "an episode is one index gather) and runs Conv-4 in channels_last memory format; "
+          "the recipe's augmentation is turned off here, as easyfsl's pipeline has none"
           + ("" if ours["cached"] else " (WARNING: the recipe turned the cache off)"))
 
     if args.json:
