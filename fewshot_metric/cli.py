@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fewshot_metric.config import ConfigError
+from fewshot_metric.store import KIND_OPTIONS, MODES
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
@@ -66,6 +67,113 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _printable(label: str) -> str:
+    """A label as typed, or its repr when it holds characters a terminal would not show."""
+    return label if label.isprintable() else repr(label)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from fewshot_metric.classifier import FewShotClassifier, list_images
+    from fewshot_metric.store.persistence import store_exists
+
+    if store_exists(args.store):
+        classifier = FewShotClassifier.load(args.store, args.checkpoint)
+        store = classifier.store
+        for name, asked, has in (("--mode", args.mode, store.mode),
+                                 ("--index", args.index, store.index_kind)):
+            if asked is not None and asked != has:
+                raise ValueError(f"the store {args.store} already exists with {name[2:]} "
+                                 f"{has!r}; {name} {asked} only applies to a new store (change "
+                                 f"the index with `fewshot-metric store index`)")
+    elif args.checkpoint is None:
+        raise ValueError(f"there is no store at {args.store} yet: pass --checkpoint CKPT to "
+                         f"create one for that model")
+    else:
+        classifier = FewShotClassifier.from_checkpoint(args.checkpoint, mode=args.mode,
+                                                       index=args.index or "flat")
+    if args.folder is not None:
+        if args.label is not None or args.images:
+            raise ValueError("give either --folder DIR or --label NAME IMAGE..., not both")
+        counts = classifier.register_folder(args.folder, args.batch_size, _progress(args))
+    else:
+        if args.label is None or not args.images:
+            raise ValueError("give --label NAME and its IMAGE files or folders (or --folder DIR "
+                             "with one subfolder per class)")
+        images = list_images(args.images)
+        counts = {args.label: classifier.register(args.label, images, args.batch_size,
+                                                  _progress(args))}
+    classifier.save(args.store)
+    for label, count in counts.items():
+        print(f"{_printable(label)}: {count} shots")
+    print(f"store {args.store}: {len(classifier)} classes ({classifier.store.mode} mode, "
+          f"{classifier.store.index_kind} index)")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from fewshot_metric.classifier import FewShotClassifier, list_images
+
+    classifier = FewShotClassifier.load(args.store, args.checkpoint)
+    if args.reject_distance is not None:
+        classifier.reject_distance = args.reject_distance
+    images = list_images(args.images)
+    predictions = classifier.query(images, args.k, args.batch_size, _progress(args))
+    if args.json:
+        for prediction in predictions:
+            print(json.dumps(prediction.to_dict(), ensure_ascii=False))
+        return 0
+    width = max(len("image"), *(len(p.image) for p in predictions))
+    print(f"{'image':<{width}}  top classes (score)")
+    for p in predictions:
+        answers = "  ".join(f"{_printable(label)} ({score:.3f})"
+                            for label, score in zip(p.labels, p.scores, strict=True))
+        print(f"{p.image:<{width}}  {answers}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from fewshot_metric.store import PrototypeStore
+
+    store = PrototypeStore.load(args.store)
+    if args.action == "info":
+        counts = store.counts
+        print(f"store:        {args.store}")
+        print(f"classes:      {len(store)} ({sum(counts.values())} shots)")
+        print(f"embeddings:   dim {store.dim}, metric {store.metric}, {store.mode} mode")
+        print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
+        print(f"checkpoint:   {store.info.get('checkpoint')}")
+        print(f"fingerprint:  {store.fingerprint}")
+        print(f"reject above: {store.info.get('reject_distance')}")
+        shown = list(counts.items())[:args.show]
+        for label, count in shown:
+            print(f"  {_printable(label)}: {count} shots")
+        if len(counts) > len(shown):
+            print(f"  ... {len(counts) - len(shown)} more (--show N)")
+        return 0
+    if args.action == "remove":
+        for label in args.labels:
+            store.remove(label)
+    elif args.action == "rename":
+        store.rename(args.old, args.new)
+    else:
+        options = dict(_option(text) for text in args.option)
+        store.set_index(args.kind, **options)
+    store.save(args.store)
+    print(f"store {args.store}: {len(store)} classes, {store.index_kind} index")
+    return 0
+
+
+def _option(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise ValueError(f"--option {text!r}: write NAME=INTEGER, e.g. nprobe=32")
+    return name.strip(), int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewshot-metric", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,10 +207,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all classes of a task from one group (e.g. one Omniglot alphabet)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", help="also write the result to this JSON file")
+
+    p = sub.add_parser("register", help="add classes from a few images each to a store")
+    p.add_argument("--store", required=True, help="store folder (created if missing)")
+    p.add_argument("--checkpoint", help="model checkpoint; needed to create a store, "
+                   "otherwise the one the store remembers")
+    p.add_argument("--label", help="class name of IMAGE...")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders")
+    p.add_argument("--folder", help="register one class per subfolder of this folder")
+    p.add_argument("--mode", choices=MODES, help="new store only: prototype (class means) or "
+                   "instance (every shot); default from the model's head")
+    p.add_argument("--index", choices=list(KIND_OPTIONS), help="new store only (default flat)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("query", help="nearest classes of images, from a store")
+    p.add_argument("--store", required=True, help="store folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
+    p.add_argument("--k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--checkpoint", help="override the checkpoint the store remembers")
+    p.add_argument("--reject-distance", type=float,
+                   help="answer 'unknown' beyond this distance (default: the store's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("store", help="inspect or edit a store: info, remove, rename, index")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("info", help="size, model, index and classes of a store")
+    a.add_argument("store")
+    a.add_argument("--show", type=int, default=20, help="list this many classes (default 20)")
+    a = actions.add_parser("remove", help="remove classes")
+    a.add_argument("store")
+    a.add_argument("labels", nargs="+", metavar="LABEL")
+    a = actions.add_parser("rename", help="rename a class")
+    a.add_argument("store")
+    a.add_argument("old")
+    a.add_argument("new")
+    a = actions.add_parser("index", help="rebuild the store with another index kind")
+    a.add_argument("store")
+    a.add_argument("kind", choices=list(KIND_OPTIONS))
+    a.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="index option, e.g. nprobe=32 (repeatable)")
     return parser
 
 
-COMMANDS = {"backbones": cmd_backbones, "train": cmd_train, "eval": cmd_eval}
+COMMANDS = {"backbones": cmd_backbones, "train": cmd_train, "eval": cmd_eval,
+            "register": cmd_register, "query": cmd_query, "store": cmd_store}
 
 
 def main(argv: list[str] | None = None) -> int:

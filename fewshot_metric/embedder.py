@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +47,10 @@ class Embedder:
         """The metric the model was trained with: "sqeuclidean" or "cosine"."""
         return self.model.distance.name
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """sha256 over the weights: identifies the model a store was built with."""
+        """sha256 over the weights, computed once (an Embedder serves frozen weights):
+        identifies the model a store was built with."""
         digest = hashlib.sha256()
         for key, value in sorted(self.model.state_dict().items()):
             digest.update(key.encode())
@@ -58,20 +63,41 @@ class Embedder:
             image = open_image(image, str(image))
         return self.transform(image)
 
+    def _batches(self, images: Sequence[ImageInput], batch_size: int, lookahead: int = 2
+                 ) -> Iterator[torch.Tensor]:
+        """Preprocessed batches [B, C, H, W] of `images`, decoded in a worker thread up to
+        `lookahead` batches ahead, so decoding overlaps the caller's compute."""
+        def load(start: int) -> torch.Tensor:
+            return torch.stack([self.preprocess(image)
+                                for image in images[start:start + batch_size]])
+
+        starts = iter(range(0, len(images), batch_size))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = deque(pool.submit(load, start) for start in islice(starts, lookahead))
+            while pending:
+                batch = pending.popleft().result()
+                pending.extend(pool.submit(load, start) for start in islice(starts, 1))
+                yield batch
+
     @torch.no_grad()
     def embed(self, images: Sequence[ImageInput] | torch.Tensor, batch_size: int = 64,
               progress: bool = False) -> np.ndarray:
         """Paths, PIL images, or preprocessed tensors [N, C, H, W] -> np.float32 [N, D]."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if isinstance(images, torch.Tensor) and images.dim() == 3:
-            images = images.unsqueeze(0)
+        if isinstance(images, torch.Tensor):
+            images = images.unsqueeze(0) if images.dim() == 3 else images
+            batches = (images[start:start + batch_size]
+                       for start in range(0, len(images), batch_size))
+        else:
+            batches = self._batches(images, batch_size)
         out = np.empty((len(images), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(images), batch_size), desc="embed",
-                          disable=not progress, leave=False):
-            chunk = images[start:start + batch_size]
-            if not isinstance(chunk, torch.Tensor):
-                chunk = torch.stack([self.preprocess(image) for image in chunk])
-            chunk = chunk.float().contiguous(memory_format=torch.channels_last)
-            out[start:start + len(chunk)] = self.model.embed(chunk).cpu().numpy()
+        start = 0
+        with tqdm(total=len(images), desc="embed", unit="img", disable=not progress,
+                  leave=False) as bar:
+            for batch in batches:
+                batch = batch.float().contiguous(memory_format=torch.channels_last)
+                out[start:start + len(batch)] = self.model.embed(batch).cpu().numpy()
+                start += len(batch)
+                bar.update(len(batch))
         return out

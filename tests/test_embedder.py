@@ -59,10 +59,11 @@ def test_saved_and_loaded_embedder_gives_identical_vectors(trained: Trainer,
 def test_fingerprint_tells_models_apart(trained: Trainer) -> None:
     last = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
     same = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
-    assert last.fingerprint == same.fingerprint
+    changed = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
     with torch.no_grad():
-        same.model.backbone.parameters().__next__().add_(1.0)
-    assert last.fingerprint != same.fingerprint
+        changed.model.backbone.parameters().__next__().add_(1.0)
+    assert last.fingerprint == same.fingerprint
+    assert last.fingerprint != changed.fingerprint
 
 
 def test_unreadable_image_is_named(trained: Trainer, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from fewshot_metric.store.prototype_store import (
     PrototypeStore,
     SearchResult,
     UnknownClassError,
+    check_label,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "StoreFormatError",
     "StoreLockedError",
     "UnknownClassError",
+    "check_label",
 ]

@@ -3,8 +3,9 @@
 A store folder holds fixed file names only (labels live inside store.json, never in paths):
 
 - `store.json`: format name + version, dim, metric, mode, index kind + options, fingerprint,
-  next id, the classes in insertion order as {label, id, count}, and the sha256 of every
-  other file.
+  `info` (a JSON object the owner keeps with the store, e.g. the checkpoint it serves), next
+  id, the classes in insertion order as {label, id, count}, and the sha256 of every other
+  file.
 - `index.faiss`: `faiss.write_index` of the live index.
 - prototype mode: `sums.npy` float64 [C, D], the running sums of the classes' shots (unit
   vectors for cosine), rows in class order.
@@ -68,13 +69,15 @@ class SavedStore:
     """A store as plain values: what `write_store` writes and `read_store` returns.
 
     `labels`, `class_ids`, `counts` are [C] in insertion order; `arrays` maps the mode's
-    ARRAY_FILES names to arrays (see the module docstring); `source` is the folder read.
+    ARRAY_FILES names to arrays (see the module docstring); `info` is a JSON object; `source`
+    is the folder read.
     """
 
     dim: int
     metric: str
     mode: str
     fingerprint: str | None
+    info: dict[str, Any]
     next_id: int
     labels: list[str]
     class_ids: list[int]
@@ -87,6 +90,12 @@ class SavedStore:
 def backup_path(path: Path) -> Path:
     """Where the previous store sits while a save swaps folders."""
     return path.parent / f".{path.name}.backup"
+
+
+def store_exists(path: str | Path) -> bool:
+    """Whether `path` holds a saved store (or its backup from an interrupted save)."""
+    path = Path(path)
+    return (path / META_FILE).is_file() or (backup_path(path) / META_FILE).is_file()
 
 
 def lock_path(path: Path) -> Path:
@@ -156,7 +165,7 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
                 "format": FORMAT, "version": VERSION, "dim": saved.dim, "metric": saved.metric,
                 "mode": saved.mode,
                 "index": {"kind": saved.index.kind, "options": saved.index.options},
-                "fingerprint": saved.fingerprint, "next_id": saved.next_id,
+                "fingerprint": saved.fingerprint, "info": saved.info, "next_id": saved.next_id,
                 "classes": [{"label": label, "id": class_id, "count": count} for
                             label, class_id, count in zip(saved.labels, saved.class_ids,
                                                           saved.counts, strict=True)],
@@ -212,7 +221,8 @@ def read_store(path: str | Path, lock_timeout: float) -> SavedStore:
         if mode == "instance":
             _check_instance(folder, arrays, class_ids, counts, meta["next_id"])
         index = _read_index(folder, meta, n_rows)
-    return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["next_id"],
+    return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["info"],
+                      meta["next_id"],
                       [entry["label"] for entry in meta["classes"]], class_ids, counts, arrays,
                       index, folder)
 
@@ -252,7 +262,8 @@ def _read_meta(folder: Path) -> dict[str, Any]:
                                   f"version {VERSION}")
     for key, types in (("dim", (int,)), ("metric", (str,)), ("mode", (str,)),
                        ("index", (dict,)), ("fingerprint", (str, type(None))),
-                       ("next_id", (int,)), ("classes", (list,)), ("files", (dict,))):
+                       ("info", (dict,)), ("next_id", (int,)), ("classes", (list,)),
+                       ("files", (dict,))):
         _field(folder, meta, key, types)
     if meta["mode"] not in ARRAY_FILES:
         raise _meta_error(folder, f"unknown mode {meta['mode']!r}; expected one of "

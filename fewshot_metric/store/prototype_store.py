@@ -20,6 +20,7 @@ validates everything first and leaves the store unchanged when it fails.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -86,7 +87,7 @@ class _Entry:
     sum: np.ndarray | None = None
 
 
-def _check_label(label: object, where: str) -> str:
+def check_label(label: object, where: str) -> str:
     """A class label: a str that is not empty or whitespace-only."""
     if not isinstance(label, str):
         raise ValueError(f"{where} must be a str class name, got {type(label).__name__} "
@@ -117,7 +118,8 @@ def _refuse_rows(bad: np.ndarray, problem: str, name: str, labels: list[str] | N
 
 class PrototypeStore:
     """Class names -> embeddings [*, dim] in a FAISS index of kind `index` (index_options:
-    see `fewshot_metric.store.index_factory`). `fingerprint` identifies the embedder."""
+    see `fewshot_metric.store.index_factory`). `fingerprint` identifies the embedder; `info`
+    is a JSON-serialisable dict saved with the store for its owner (e.g. the checkpoint)."""
 
     def __init__(self, dim: int, metric: str = "sqeuclidean", mode: str = "prototype",
                  index: str = "flat", fingerprint: str | None = None, **index_options: Any):
@@ -135,6 +137,7 @@ class PrototypeStore:
         self._label_of: dict[int, str] = {}  # class id -> label
         self._next_id = 0
         self._max_vectors = 0  # most index vectors of any class
+        self.info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- description
     @property
@@ -177,6 +180,10 @@ class PrototypeStore:
         """Shots added per class, in insertion order."""
         return {label: entry.count for label, entry in self._entries.items()}
 
+    def count(self, label: str) -> int:
+        """The number of shots added to class `label`."""
+        return self._entry(label).count
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -209,7 +216,7 @@ class PrototypeStore:
         if isinstance(labels, str | bytes):
             raise ValueError(f"labels must be a sequence of N class names, one per row, not a "
                              f"single string {labels!r}; wrap it: [{labels!r}] * N")
-        labels = [_check_label(label, f"labels[{i}]") for i, label in enumerate(labels)]
+        labels = [check_label(label, f"labels[{i}]") for i, label in enumerate(labels)]
         rows = self._rows(embeddings, "embeddings", labels)
         if len(labels) != len(rows):
             raise ValueError(f"got {len(rows)} embeddings but {len(labels)} labels; give one "
@@ -256,7 +263,7 @@ class PrototypeStore:
     def rename(self, old: str, new: str) -> None:
         """Renames class `old` to `new` (which must not exist), keeping its id and position."""
         entry = self._entry(old)
-        _check_label(new, "the new label")
+        check_label(new, "the new label")
         if new in self._entries:
             raise ValueError(f"cannot rename {old!r} to {new!r}: a class {new!r} already exists; "
                              f"remove it first or choose another name")
@@ -454,6 +461,13 @@ class PrototypeStore:
     def save(self, path: str | Path, lock_timeout: float = 5.0) -> None:
         """Writes the store to folder `path` atomically (see `fewshot_metric.store.persistence`);
         waits up to `lock_timeout` s for another process saving or loading it."""
+        if not isinstance(self.info, dict):
+            raise ValueError(f"store.info must be a dict, got {type(self.info).__name__}")
+        try:
+            json.dumps(self.info, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"store.info must hold JSON values only (str, number, bool, None, "
+                             f"list, dict): {error}") from None
         entries = list(self._entries.values())
         counts = [e.count for e in entries]
         if self.mode == "prototype":
@@ -464,8 +478,9 @@ class PrototypeStore:
             class_ids = np.repeat(np.array([e.id for e in entries], np.int64), counts)
             arrays = {"vectors": vectors, "vector_ids": vector_ids, "vector_classes": class_ids}
         write_store(path, SavedStore(self.dim, self.metric, self.mode, self.fingerprint,
-                                     self._next_id, self.classes, [e.id for e in entries],
-                                     counts, arrays, self._index), lock_timeout)
+                                     self.info, self._next_id, self.classes,
+                                     [e.id for e in entries], counts, arrays, self._index),
+                    lock_timeout)
 
     @classmethod
     def load(cls, path: str | Path, lock_timeout: float = 5.0) -> PrototypeStore:
@@ -473,12 +488,12 @@ class PrototypeStore:
         saved = read_store(path, lock_timeout)
         store = cls(saved.dim, saved.metric, saved.mode, saved.index.kind, saved.fingerprint,
                     **saved.index.options)
-        store._index, store._next_id = saved.index, saved.next_id
+        store._index, store._next_id, store.info = saved.index, saved.next_id, saved.info
         rows = 0
         for i, (label, class_id, count) in enumerate(zip(saved.labels, saved.class_ids,
                                                          saved.counts, strict=True)):
             try:
-                _check_label(label, f"classes[{i}].label")
+                check_label(label, f"classes[{i}].label")
             except ValueError as error:
                 raise StoreFormatError(f"{saved.source}/store.json: {error}") from None
             if store.mode == "prototype":
