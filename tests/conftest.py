@@ -23,3 +23,32 @@ def omniglot_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return OMNIGLOT_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """best.safetensors of the quickstart recipe trained for 2 tiny episodes."""
+    from fewshot_metric.config import load_recipe
+    from fewshot_metric.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    recipe = load_recipe(PROJECT_ROOT / "recipes" / "quickstart.yaml",
+                         ["train.steps=2", "train.n_way=5", "train.k_shot=1", "train.n_query=1",
+                          "train.val_interval=2", "train.val_episodes=2",
+                          "train.val_n_query=1"])
+    Trainer(recipe, out, progress=False).fit()
+    return out / "best.safetensors"
+
+
+@pytest.fixture(scope="session")
+def glyph_images(tmp_path_factory) -> Path:
+    """PNG files of 4 held-out glyph classes, 6 images each: ROOT/<class>/<i>.png."""
+    from fewshot_metric.data import GlyphsDataset
+
+    root = tmp_path_factory.mktemp("glyph_images")
+    dataset = GlyphsDataset("test", images_per_class=6)
+    for i in range(4 * 6):
+        folder = root / dataset.class_names[dataset.labels[i]]
+        folder.mkdir(exist_ok=True)
+        dataset.load_image(i).save(folder / f"{i % 6}.png")
+    return root

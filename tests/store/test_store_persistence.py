@@ -189,3 +189,17 @@ def test_a_save_waits_for_another_process_to_release_the_lock(tmp_path):
     finally:
         holder.wait(timeout=10)
     assert PrototypeStore.load(tmp_path / "s").classes == ["a"]
+
+
+def test_info_round_trips_and_must_be_json(tmp_path):
+    store = PrototypeStore(2)
+    store.add(np.ones((1, 2), np.float32), ["a"])
+    store.info = {"checkpoint": "/models/ünï.safetensors", "reject_distance": 1.5, "n": [1]}
+    store.save(tmp_path / "s")
+    assert PrototypeStore.load(tmp_path / "s").info == store.info
+    before = (tmp_path / "s" / "store.json").read_bytes()
+    for bad in ({"x": object()}, {"x": float("nan")}, ["not", "a", "dict"]):
+        store.info = bad
+        with pytest.raises(ValueError, match="store.info must"):
+            store.save(tmp_path / "s")
+    assert (tmp_path / "s" / "store.json").read_bytes() == before
