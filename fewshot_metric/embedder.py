@@ -57,18 +57,22 @@ class Embedder:
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def preprocess(self, image: ImageInput) -> torch.Tensor:
-        """A path or PIL image -> tensor [C, H, W] exactly as in training."""
+    def _to_uint8(self, image: ImageInput) -> torch.Tensor:
+        """A path or PIL image -> uint8 [C, H, W], converted and resized."""
         if not isinstance(image, Image.Image):
             image = open_image(image, str(image))
-        return self.transform(image)
+        return self.transform.to_uint8(image)
+
+    def preprocess(self, image: ImageInput) -> torch.Tensor:
+        """A path or PIL image -> tensor [C, H, W] exactly as in training."""
+        return self.transform.normalize(self._to_uint8(image))
 
     def _batches(self, images: Sequence[ImageInput], batch_size: int, lookahead: int = 2
                  ) -> Iterator[torch.Tensor]:
-        """Preprocessed batches [B, C, H, W] of `images`, decoded in a worker thread up to
+        """Normalised batches [B, C, H, W] of `images`, decoded in a worker thread up to
         `lookahead` batches ahead, so decoding overlaps the caller's compute."""
         def load(start: int) -> torch.Tensor:
-            return torch.stack([self.preprocess(image)
+            return torch.stack([self._to_uint8(image)
                                 for image in images[start:start + batch_size]])
 
         starts = iter(range(0, len(images), batch_size))
@@ -77,7 +81,7 @@ class Embedder:
             while pending:
                 batch = pending.popleft().result()
                 pending.extend(pool.submit(load, start) for start in islice(starts, 1))
-                yield batch
+                yield self.transform.normalize(batch)
 
     @torch.no_grad()
     def embed(self, images: Sequence[ImageInput] | torch.Tensor, batch_size: int = 64,

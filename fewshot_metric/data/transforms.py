@@ -46,17 +46,35 @@ def convert_mode(image: Image.Image, channels: int) -> Image.Image:
     return image.convert(target)
 
 
-class ConvertMode:
-    """Callable form of `convert_mode` for a fixed channel count (picklable, unlike a lambda)."""
+class Preprocess:
+    """PIL image (any mode) -> float tensor [C, H, W], resized to `size` (H, W) and
+    normalised. Batches take the two halves: `to_uint8(image)` -> uint8 [C, H, W] per image
+    (mode conversion and resizing, on PIL), then `normalize(uint8 [..., C, H, W])` -> float32
+    once per batch; `preprocess(image)` is `normalize(to_uint8(image))`, identical values."""
 
-    def __init__(self, channels: int):
-        self.channels = channels
+    def __init__(self, size: tuple[int, int], channels: int, interpolation: InterpolationMode,
+                 mean: list[float], std: list[float]):
+        self.size, self.channels, self.interpolation = size, channels, interpolation
+        self.mean, self.std = mean, std
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return convert_mode(image, self.channels)
+    def __repr__(self) -> str:
+        return (f"Preprocess(size={self.size}, channels={self.channels}, "
+                f"interpolation={self.interpolation.value}, mean={self.mean}, std={self.std})")
+
+    def to_uint8(self, image: Image.Image) -> torch.Tensor:
+        image = v2.functional.resize(convert_mode(image, self.channels), list(self.size),
+                                     interpolation=self.interpolation, antialias=True)
+        return v2.functional.pil_to_tensor(image)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        images = v2.functional.to_dtype(images, torch.float32, scale=True)
+        return v2.functional.normalize(images, self.mean, self.std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.to_uint8(image))
 
 
-def build_transform(input_config: InputSpec) -> v2.Compose:
+def build_transform(input_config: InputSpec) -> Preprocess:
     """PIL image -> float tensor [channels, H, W], resized to `image_size` and normalised.
 
     Training augmentation works on batches of these tensors (fewshot_metric.training.augment),
@@ -82,10 +100,4 @@ def build_transform(input_config: InputSpec) -> v2.Compose:
             f"build_transform: unknown interpolation '{input_config.interpolation}'; "
             f"choose one of {options}"
         ) from None
-    return v2.Compose([
-        ConvertMode(channels),
-        v2.Resize(size, interpolation=interpolation, antialias=True),
-        v2.PILToTensor(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+    return Preprocess(size, channels, interpolation, mean, std)

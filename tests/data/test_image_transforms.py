@@ -61,3 +61,16 @@ def test_bad_configs_are_explained():
         build_transform(one_std)
     with pytest.raises(ValueError, match="unknown interpolation 'fancy'.*bilinear"):
         build_transform(config(1, interpolation="fancy"))
+
+
+def test_batched_halves_equal_one_image_at_a_time():
+    preprocess = build_transform(config(3, mean=0.4, std=0.2, interpolation="bicubic"))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for h, w in ((8, 6), (20, 13), (5, 9))]
+    halves = [preprocess.to_uint8(image) for image in images]
+    assert all(h.dtype == torch.uint8 and h.shape == (3, 8, 6) for h in halves)
+    batch = preprocess.normalize(torch.stack(halves))
+    assert torch.equal(batch, torch.stack([preprocess(image) for image in images]))
+    # an image already at the target size is not resampled: its pixels come through exactly
+    assert torch.equal(halves[0], torch.from_numpy(np.asarray(images[0])).permute(2, 0, 1))
