@@ -15,6 +15,7 @@ from fewshot_metric.classifier import default_mode, list_images
 from fewshot_metric.distances import build_distance
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.store import IncompatibleEmbedderError, PrototypeStore, UnknownClassError
+from fewshot_metric.training.checkpoint import save_checkpoint
 
 
 def shots(glyph_images: Path, name: str, which: slice) -> list[Path]:
@@ -124,6 +125,9 @@ def test_load_refuses_another_model_and_names_a_missing_checkpoint(
         next(other.model.parameters()).add_(0.5)
     with pytest.raises(IncompatibleEmbedderError, match="fingerprint"):
         FewShotClassifier(other, PrototypeStore.load(tmp_path / "store"))
+    save_checkpoint(tmp_path / "other.safetensors", other.model, other.meta["recipe"], {})
+    with pytest.raises(IncompatibleEmbedderError, match="not the one the store was built"):
+        FewShotClassifier.load(tmp_path / "store", checkpoint=tmp_path / "other.safetensors")
 
     moved = tmp_path / "moved.safetensors"
     checkpoint.rename(moved)
