@@ -2,8 +2,10 @@
 
 Episode `step` is a pure function of (seed, step) and pair mining uses a generator seeded the
 same way, so a run stopped and resumed from its last save ends with the same weights as an
-uninterrupted one. Writes into the run folder: best.safetensors, last.safetensors,
-last.state.pt, metrics.jsonl, recipe.yaml, learning_curve.png, eval.json.
+uninterrupted one (last.state.pt holds the weights too, so this holds even after a crash
+between the writes of last.safetensors and last.state.pt). Writes into the run folder:
+best.safetensors, last.safetensors, last.state.pt, metrics.jsonl, recipe.yaml,
+learning_curve.png, eval.json.
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ class Trainer:
         save_checkpoint(self.out_dir / "last.safetensors", self.model, recipe, info)
         save_train_state(self.out_dir / "last.state.pt", {
             "step": self.step,
+            "model": self.model.state_dict(),
             "best_val": self.best_val,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -188,8 +191,11 @@ class Trainer:
         if meta["recipe"] != self.recipe.to_dict():
             raise ValueError(f"{self.out_dir}: --resume needs the same recipe as the stopped "
                              "run (see its recipe.yaml); start a new --out folder instead")
-        self.model.load_state_dict(tensors)
         state = load_train_state(self.out_dir / "last.state.pt")
+        # The weights come from the state file, written after last.safetensors: a crash between
+        # the two writes leaves last.safetensors one save ahead of the optimizer state and step.
+        # (State files written before they held the weights: those of last.safetensors.)
+        self.model.load_state_dict(state["model"] if "model" in state else tensors)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
