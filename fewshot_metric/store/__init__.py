@@ -6,7 +6,7 @@
 """
 
 from fewshot_metric.store.index_factory import KIND_OPTIONS
-from fewshot_metric.store.persistence import StoreFormatError, StoreLockedError
+from fewshot_metric.store.persistence import StoreFormatError, StoreLockedError, exclusive_lock
 from fewshot_metric.store.prototype_store import (
     MODES,
     UNKNOWN,
@@ -28,4 +28,5 @@ __all__ = [
     "StoreLockedError",
     "UnknownClassError",
     "check_label",
+    "exclusive_lock",
 ]

@@ -13,7 +13,8 @@ A store folder holds fixed file names only (labels live inside store.json, never
   int64 [N], `vector_classes.npy` int64 [N] (the class id of each shot), rows grouped by
   class in class order.
 
-Saving writes everything into a fresh temp folder `.NAME.*.tmp` beside the store (each file
+Saving writes everything into a fresh temp folder `.NAME.partial-*.tmp` beside the store
+(temp folders of earlier killed saves are deleted first; each file
 fsynced), renames the old folder to the backup `.NAME.backup`, renames the temp folder to
 NAME, fsyncs the parent and deletes the backup. At every instant NAME, or during the swap
 `.NAME.backup`, is a complete store, and loading falls back to the backup when NAME is
@@ -30,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +43,13 @@ from typing import Any
 import faiss
 import numpy as np
 
-from fewshot_metric.atomic import atomic_write, atomic_write_text, fsync_dir
+from fewshot_metric.atomic import (
+    atomic_write,
+    atomic_write_text,
+    fsync_dir,
+    remove_leftover_temps,
+    temp_prefix,
+)
 from fewshot_metric.store.index_factory import StoreIndex
 
 FORMAT = "fewshot_metric.prototype_store"
@@ -103,11 +111,18 @@ def lock_path(path: Path) -> Path:
     return path.parent / f"{path.name}.lock"
 
 
+_held = threading.local()  # .paths: lock files this thread holds through `exclusive_lock`
+
+
 @contextmanager
 def _locked(path: Path, exclusive: bool, timeout: float) -> Iterator[None]:
-    """Holds flock on `lock_path(path)`. A reader that cannot create the lock file (a
-    read-only place, where nobody can save either) reads without it."""
+    """Holds flock on `lock_path(path)` (a no-op inside this thread's `exclusive_lock` of the
+    same store). A reader that cannot create the lock file (a read-only place, where nobody
+    can save either) reads without it."""
     lock = lock_path(path)
+    if lock.resolve() in getattr(_held, "paths", set()):
+        yield
+        return
     try:
         fd = os.open(lock, (os.O_RDWR if exclusive else os.O_RDONLY) | os.O_CREAT, 0o644)
     except OSError:
@@ -130,6 +145,26 @@ def _locked(path: Path, exclusive: bool, timeout: float) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # releases the lock
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, timeout: float = 30.0) -> Iterator[None]:
+    """Holds the store's lock across a load-modify-save, so that no other process saves in
+    between (which would lose one of the two changes); loads and saves of the store by this
+    thread inside the block do not lock again. Waits up to `timeout` s (StoreLockedError)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = _held.__dict__.setdefault("paths", set())
+    key = lock_path(path).resolve()
+    if key in held:  # nested: the outer block holds it
+        yield
+        return
+    with _locked(path, exclusive=True, timeout=timeout):
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
 
 
 def _sha256(path: Path) -> str:
@@ -155,7 +190,8 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
                               f"not a store (no {META_FILE}); choose a new or empty folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path, exclusive=True, timeout=lock_timeout):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        remove_leftover_temps(path)  # of saves killed earlier; we hold the lock
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
         try:
             atomic_write(tmp / INDEX_FILE,
                          lambda file: faiss.write_index(saved.index.faiss_index, str(file)))

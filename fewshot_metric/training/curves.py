@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fewshot_metric.atomic import atomic_write
+
 
 def plot_learning_curve(metrics_path: Path, png_path: Path) -> None:
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
@@ -26,5 +28,5 @@ def plot_learning_curve(metrics_path: Path, png_path: Path) -> None:
     ax_acc.legend(loc="lower right")
     fig.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=90)
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)

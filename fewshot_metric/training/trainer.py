@@ -19,7 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from fewshot_metric.atomic import atomic_write_text
+from fewshot_metric.atomic import atomic_write_text, remove_leftover_temps
 from fewshot_metric.config import Recipe
 from fewshot_metric.data import EpisodeSampler, FewShotDataset, build_transform, split_episode
 from fewshot_metric.evaluation import (
@@ -40,6 +40,9 @@ from fewshot_metric.training.checkpoint import (
 )
 from fewshot_metric.training.curves import plot_learning_curve
 from fewshot_metric.training.splits import open_split, preload_images
+
+RUN_FILES = ("best.safetensors", "last.safetensors", "last.state.pt", "metrics.jsonl",
+             "recipe.yaml", "learning_curve.png", "eval.json")
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -216,6 +219,8 @@ class Trainer:
         """Trains to `train.steps` (or stops after `stop_at` steps, saving state to resume)."""
         cfg = self.recipe.train
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # temps of writes a killed run left behind
+            remove_leftover_temps(self.out_dir / name)
         if resume:
             self._resume()
         else:

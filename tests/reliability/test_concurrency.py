@@ -12,7 +12,7 @@ from kill_trials import FORK, store_signature, store_versions
 from stress import thread_stress
 
 from fewshot_metric import FewShotClassifier
-from fewshot_metric.store import PrototypeStore, StoreLockedError
+from fewshot_metric.store import PrototypeStore, StoreLockedError, exclusive_lock
 
 
 @pytest.mark.parametrize("mode", ["prototype", "instance"])
@@ -87,7 +87,7 @@ def test_concurrent_load_modify_save_loses_the_first_writers_class(tmp_path: Pat
     sequence, and a save does not check what it replaces. Two processes that load the same
     store, each register a class and save: the last writer wins, and the other's class is
     lost. (So are concurrent `fewshot-metric register --store` runs on one store.) Callers
-    must serialise the whole sequence themselves."""
+    must serialise the whole sequence: see the next test."""
     base = PrototypeStore(4)
     base.add(np.zeros((1, 4)), ["base"])
     base.save(tmp_path / "store")
@@ -104,3 +104,32 @@ def test_concurrent_load_modify_save_loses_the_first_writers_class(tmp_path: Pat
     earlier, later = sorted(finished, key=finished.get)
     classes = PrototypeStore.load(tmp_path / "store").classes
     assert classes == ["base", f"from {later}"] and f"from {earlier}" not in classes
+
+
+def _locked_load_add_save(path: Path, name: str, results) -> None:
+    with exclusive_lock(path):
+        store = PrototypeStore.load(path)
+        time.sleep(0.3)  # the other process tries to get in now
+        store.add(np.full((1, store.dim), float(len(name))), [f"from {name}"])
+        store.save(path)
+    results.put(name)
+
+
+def test_load_modify_save_under_exclusive_lock_keeps_both_classes(tmp_path: Path) -> None:
+    """The fix for the limitation above (what `fewshot-metric register` and `store` do):
+    holding `exclusive_lock` across load-modify-save serialises the two sequences."""
+    base = PrototypeStore(4)
+    base.add(np.zeros((1, 4)), ["base"])
+    base.save(tmp_path / "store")
+    results = FORK.SimpleQueue()
+    children = [FORK.Process(target=_locked_load_add_save,
+                             args=(tmp_path / "store", name, results))
+                for name in ("first", "second")]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0]
+    done = [results.get() for _ in children]
+    assert sorted(PrototypeStore.load(tmp_path / "store").classes) == sorted(
+        ["base", *(f"from {name}" for name in done)])

@@ -203,3 +203,18 @@ def test_info_round_trips_and_must_be_json(tmp_path):
         with pytest.raises(ValueError, match="store.info must"):
             store.save(tmp_path / "s")
     assert (tmp_path / "s" / "store.json").read_bytes() == before
+
+
+def test_save_deletes_temp_folders_of_killed_saves_of_this_store_only(tmp_path):
+    mine = tmp_path / ".s.partial-ab12cd_9.tmp"
+    others = [tmp_path / ".s.x.partial-ab12cd_9.tmp",   # store "s.x"
+              tmp_path / ".s.partial-ab12cd_9x.tmp",    # not the pattern
+              tmp_path / "s.partial-ab12cd_9.tmp"]
+    for folder in (mine, *others):
+        folder.mkdir()
+        (folder / "index.faiss").write_bytes(b"half")
+    store = PrototypeStore(2)
+    store.add(np.ones((1, 2), np.float32), ["a"])
+    store.save(tmp_path / "s")
+    assert not mine.exists() and all(folder.is_dir() for folder in others)
+    assert PrototypeStore.load(tmp_path / "s").classes == ["a"]

@@ -32,11 +32,14 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_run_writes_checkpoints_metrics_curve_and_recipe(tmp_path: Path) -> None:
+    leftover = tmp_path / ".last.safetensors.partial-k1ll3d_0.tmp"  # from a killed write
+    leftover.write_bytes(b"half a checkpoint")
     trainer = Trainer(tiny_recipe(), tmp_path, progress=False)
     trainer.fit()
     for name in ("best.safetensors", "last.safetensors", "last.state.pt", "metrics.jsonl",
                  "recipe.yaml", "learning_curve.png"):
         assert (tmp_path / name).is_file(), name
+    assert not leftover.exists() and not list(tmp_path.glob(".*"))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().split("\n")
                if line]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
