@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from fewshot_metric.embedder import Embedder, ImageInput
@@ -26,21 +27,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def list_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders -> their image files (by suffix, recursively, sorted). A
-    missing path or a folder without images is an error that names it."""
+    """Files as given; folders -> their image files (by suffix, recursively, sorted). Missing
+    paths and folders without images are an error that names all of them."""
     found: list[Path] = []
+    problems: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
             images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                             and p.is_file() and not p.name.startswith("."))
             if not images:
-                raise FileNotFoundError(f"folder {path} holds no image files (looked for "
-                                        f"{', '.join(IMAGE_SUFFIXES)})")
+                problems.append(f"folder {path} holds no image files (looked for "
+                                f"{', '.join(IMAGE_SUFFIXES)})")
             found.extend(images)
         elif path.exists():
             found.append(path)
         else:
-            raise FileNotFoundError(f"no such image file or folder: {path}")
+            problems.append(f"no such image file or folder: {path}")
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
     return found
 
 
@@ -116,6 +120,24 @@ class FewShotClassifier:
     def __repr__(self) -> str:
         return f"FewShotClassifier({self.embedder.source!r}, {self.store!r})"
 
+    def _embed(self, images: Sequence[ImageInput], batch_size: int, progress: bool,
+               outcome: str) -> np.ndarray:
+        """embedder.embed(images); when images are unusable, an OSError that names all of
+        them (found by preprocessing each image again, so a good call pays nothing)."""
+        try:
+            return self.embedder.embed(images, batch_size, progress)
+        except OSError as first:
+            problems = []
+            for image in images:
+                try:
+                    self.embedder.preprocess(image)
+                except OSError as error:
+                    problems.append(str(error))
+            if len(problems) < 2:
+                raise
+            raise OSError(f"{len(problems)} of {len(images)} images are unusable, so "
+                          f"{outcome}:\n  " + "\n  ".join(problems)) from first
+
     # ----------------------------------------------------------------- changes
     def register(self, label: str, images: Sequence[ImageInput], batch_size: int = 64,
                  progress: bool = False) -> int:
@@ -151,7 +173,7 @@ class FewShotClassifier:
                                  f"{class_images!r}")
             labels += [label] * len(class_images)
             images += list(class_images)
-        embeddings = self.embedder.embed(images, batch_size, progress)
+        embeddings = self._embed(images, batch_size, progress, "nothing was registered")
         with self._lock:
             self.store.add(embeddings, labels)
             return {label: self.store.count(label) for label in shots}
@@ -173,7 +195,7 @@ class FewShotClassifier:
             raise ValueError(f"k must be an int >= 1 (classes per image), got {k!r}")
         if not len(self.store):
             raise ValueError("the store has no classes yet: register some first")
-        embeddings = self.embedder.embed(images, batch_size, progress)
+        embeddings = self._embed(images, batch_size, progress, "no image was queried")
         with self._lock:
             result = self.store.search(embeddings, k, self.temperature, self.reject_distance)
         return [Prediction(_image_name(image, i), tuple(result.labels[i]),
@@ -215,14 +237,16 @@ class FewShotClassifier:
         `checkpoint` is given; a checkpoint of another model is refused
         (IncompatibleEmbedderError)."""
         store = PrototypeStore.load(path)
-        checkpoint = checkpoint or store.info.get("checkpoint")
         if checkpoint is None:
-            raise ValueError(f"the store {path} does not say which checkpoint it serves; pass "
-                             f"the one it was built with (checkpoint=... or --checkpoint)")
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"the store {path} serves checkpoint {checkpoint}, which is "
-                                    f"missing; pass its new location (checkpoint=... or "
-                                    f"--checkpoint)")
+            checkpoint = store.info.get("checkpoint")
+            if checkpoint is None:
+                raise ValueError(f"the store {path} does not say which checkpoint it serves; "
+                                 f"pass the one it was built with (checkpoint=... or "
+                                 f"--checkpoint)")
+            if not Path(checkpoint).is_file():
+                raise FileNotFoundError(f"the store {path} serves checkpoint {checkpoint}, which "
+                                        f"is missing; pass its new location (checkpoint=... or "
+                                        f"--checkpoint)")
         return cls(Embedder.from_checkpoint(checkpoint), store,
                    reject_distance=store.info.get("reject_distance"),
                    temperature=store.info.get("temperature", 1.0))

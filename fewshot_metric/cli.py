@@ -78,9 +78,10 @@ def _printable(label: str) -> str:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
-    from fewshot_metric.store.persistence import store_exists
+    from fewshot_metric.store.persistence import META_FILE, store_exists
 
-    if store_exists(args.store):
+    folder = Path(args.store)
+    if store_exists(folder):
         classifier = FewShotClassifier.load(args.store, args.checkpoint)
         store = classifier.store
         for name, asked, has in (("--mode", args.mode, store.mode),
@@ -89,6 +90,10 @@ def cmd_register(args: argparse.Namespace) -> int:
                 raise ValueError(f"the store {args.store} already exists with {name[2:]} "
                                  f"{has!r}; {name} {asked} only applies to a new store (change "
                                  f"the index with `fewshot-metric store index`)")
+    elif folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):
+        raise FileExistsError(f"{args.store} is not a store (it has no {META_FILE}) but is not "
+                              f"an empty folder either: choose a new or empty folder for a new "
+                              f"store, or restore the store's {META_FILE} from a backup")
     elif args.checkpoint is None:
         raise ValueError(f"there is no store at {args.store} yet: pass --checkpoint CKPT to "
                          f"create one for that model")
@@ -118,6 +123,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
 
     classifier = FewShotClassifier.load(args.store, args.checkpoint)
+    if not len(classifier):
+        raise ValueError(f"the store {args.store} has no classes yet: add some with "
+                         f"`fewshot-metric register --store {args.store}`")
     if args.reject_distance is not None:
         classifier.reject_distance = args.reject_distance
     images = list_images(args.images)

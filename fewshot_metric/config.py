@@ -69,6 +69,8 @@ class TrainConfig:
     augment_rotate: float = 10.0  # degrees, +-
     augment_scale: float = 0.1  # zoom 1 +- this
     augment_shift: float = 0.1  # shift, +- this fraction of the image size
+    amp: str = "none"  # mixed precision: none | bf16 | fp16 (fp16: CUDA only)
+    sync_batchnorm: bool = False  # distributed on CUDA: batch-norm statistics over all ranks
 
 
 @dataclass
@@ -163,8 +165,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"recipe file not found: {path}; see recipes/ for examples")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}. Fix the place shown; a recipe "
+                              f"is UTF-8 text of mappings, lists, strings, numbers and booleans "
+                              f"(tags such as !!python/... are refused)") from exc
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: a recipe must be a mapping of sections")
         values.setdefault("name", path.stem)

@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 FILE_HINT = "a .safetensors file or a state_dict saved with torch.save"
+UNSAFE_PICKLE = ("torch.load(weights_only=True) refused it: it is damaged, or it holds pickled "
+                 "Python objects beyond tensors and plain values, which are never loaded "
+                 "because loading them can run code")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -26,7 +29,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             state = load_file(path, device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
+    except pickle.UnpicklingError as err:  # torch's text suggests weights_only=False: not shown
+        raise ValueError(f"weights file {path} could not be read: {UNSAFE_PICKLE}; "
+                         f"pass {FILE_HINT}") from err
+    except (SafetensorError, RuntimeError, EOFError) as err:
         raise ValueError(
             f"weights file {path} could not be read ({err}); pass {FILE_HINT}"
         ) from err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -24,15 +24,32 @@ def to_float_tensor(image: Image.Image) -> torch.Tensor:
 
 def open_image(data: str | Path | bytes, source: str) -> Image.Image:
     """Fully decodes an image from a path or from encoded bytes, upright as a viewer shows it
-    (EXIF orientation applied); `source` names it in errors."""
-    if not isinstance(data, bytes) and not Path(data).is_file():
-        raise FileNotFoundError(f"image not found: {source}")
+    (EXIF orientation applied); `source` names it in errors. Images of more than
+    `PIL.Image.MAX_IMAGE_PIXELS` pixels are refused before any pixel is decoded (PIL would only
+    warn up to twice that): a file that small and that large is likely a decompression bomb."""
+    if not isinstance(data, bytes):
+        if Path(data).is_dir():
+            raise IsADirectoryError(f"{source} is a folder, not an image file; pass the image "
+                                    f"files in it")
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"image not found: {source}; check the path")
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.width * image.height > limit:
+                raise Image.DecompressionBombError(
+                    f"{image.width}x{image.height} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                    f"= {limit}")
             image.load()
             return ImageOps.exif_transpose(image)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise OSError(f"cannot decode image {source}: {exc}; replace or remove the file") from exc
+    # PIL's warning is raised, not shown, where warnings are errors (python -W error)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise OSError(f"image {source} is too large to decode safely ({exc}); it may be a "
+                      f"decompression bomb: use a smaller image, or raise "
+                      f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
+    except (OSError, ValueError, EOFError) as exc:  # what PIL raises for damaged files
+        raise OSError(f"cannot decode image {source}: {exc}; replace or remove the "
+                      f"file") from exc
 
 
 class DecodeCache:

@@ -350,7 +350,10 @@ class PrototypeStore:
     def _rows(self, embeddings: Any, name: str, labels: list[str] | None = None) -> np.ndarray:
         """Checks embeddings [N, D] -> an index-ready float32 copy [N, D] (unit rows for
         cosine); the caller's array is never modified."""
-        array = np.asarray(embeddings)
+        try:
+            array = np.asarray(embeddings)
+        except ValueError as error:  # ragged rows
+            raise ValueError(f"{name} must be an [N, D] array of numbers: {error}") from None
         if array.ndim != 2 or len(array) == 0:
             raise ValueError(f"{name} must be a non-empty [N, D] array, got shape {array.shape}")
         if array.shape[1] != self.dim:

@@ -9,6 +9,7 @@ written with `torch.save` and read with `torch.load(weights_only=True)`: no pick
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fewshot_metric.atomic import atomic_write
+from fewshot_metric.backbones.weights import UNSAFE_PICKLE
 from fewshot_metric.model import FewShotModel
 
 FORMAT = "fewshot_metric.checkpoint"
@@ -45,8 +47,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     """Returns (metadata with spec/recipe/info decoded, tensors); CheckpointError if unusable."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}; train one with "
-                              "`fewshot-metric train RECIPE` (it writes <out>/best.safetensors)")
+        problem = "is a folder" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {problem}: {path}; pass a .safetensors file, or "
+                              "train one with `fewshot-metric train RECIPE` (it writes "
+                              "<out>/best.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = handle.metadata() or {}
@@ -58,14 +62,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     if raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a fewshot_metric "
                               "checkpoint (no model spec in its metadata)")
-    version = int(raw.get("format_version", "0"))
+    try:
+        version = int(raw.get("format_version", "0"))
+        meta = {key: json.loads(raw[key]) for key in ("spec", "recipe", "info")}
+    except (KeyError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc!r}); use an "
+                              f"undamaged copy or train again") from exc
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {version}; this fewshot_metric "
                               f"reads up to {FORMAT_VERSION}: upgrade fewshot_metric")
-    try:
-        meta = {key: json.loads(raw[key]) for key in ("spec", "recipe", "info")}
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({exc})") from exc
     meta["format_version"] = version
     return meta, tensors
 
@@ -73,11 +78,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
 def load_model(path: str | Path) -> tuple[FewShotModel, dict[str, Any]]:
     """Rebuilds the model from a checkpoint; returns (model in eval mode, metadata)."""
     meta, tensors = read_checkpoint(path)
-    model = FewShotModel.from_spec(meta["spec"])
+    try:
+        model = FewShotModel.from_spec(meta["spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the model spec in its metadata does not describe a "
+                              f"model ({exc!r}); use an undamaged copy or train again") from exc
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the model spec ({exc})") from exc
+        raise CheckpointError(f"{path}: weights do not match the model spec ({exc}); use an "
+                              f"undamaged copy or train again") from exc
     return model.eval(), meta
 
 
@@ -93,5 +103,9 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
                               "of an earlier `fewshot-metric train` (with last.state.pt)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for bad or unsafe files
+    except pickle.UnpicklingError as exc:  # torch's text suggests weights_only=False: not shown
+        raise CheckpointError(f"{path}: cannot load training state safely: {UNSAFE_PICKLE}; "
+                              "restore the last.state.pt that `fewshot-metric train` wrote, "
+                              "or start a new run without --resume") from exc
+    except Exception as exc:  # torch raises several types for bad files
         raise CheckpointError(f"{path}: cannot load training state safely ({exc})") from exc
