@@ -101,9 +101,11 @@ class FewShotClassifier:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> FewShotClassifier:
-        """A classifier with an empty store for `checkpoint` (kwargs as in __init__)."""
-        return cls(Embedder.from_checkpoint(checkpoint), **kwargs)
+    def from_checkpoint(cls, checkpoint: str | Path, device: str | None = None,
+                        **kwargs: Any) -> FewShotClassifier:
+        """A classifier with an empty store for `checkpoint` (kwargs as in __init__), embedding
+        on `device` (default: CUDA when present)."""
+        return cls(Embedder.from_checkpoint(checkpoint, device), **kwargs)
 
     # ----------------------------------------------------------------- description
     @property
@@ -232,10 +234,11 @@ class FewShotClassifier:
             self.store.save(path)
 
     @classmethod
-    def load(cls, path: str | Path, checkpoint: str | Path | None = None) -> FewShotClassifier:
+    def load(cls, path: str | Path, checkpoint: str | Path | None = None,
+             device: str | None = None) -> FewShotClassifier:
         """Loads a saved classifier. The checkpoint is the one it was saved with unless
         `checkpoint` is given; a checkpoint of another model is refused
-        (IncompatibleEmbedderError)."""
+        (IncompatibleEmbedderError). `device` as in `from_checkpoint`."""
         store = PrototypeStore.load(path)
         if checkpoint is None:
             checkpoint = store.info.get("checkpoint")
@@ -247,7 +250,7 @@ class FewShotClassifier:
                 raise FileNotFoundError(f"the store {path} serves checkpoint {checkpoint}, which "
                                         f"is missing; pass its new location (checkpoint=... or "
                                         f"--checkpoint)")
-        return cls(Embedder.from_checkpoint(checkpoint), store,
+        return cls(Embedder.from_checkpoint(checkpoint, device), store,
                    reject_distance=store.info.get("reject_distance"),
                    temperature=store.info.get("temperature", 1.0))
 

@@ -25,15 +25,22 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fewshot_metric.config import load_recipe
+    from fewshot_metric.training.distributed import shutdown_distributed
     from fewshot_metric.training.trainer import Trainer
 
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    trainer = Trainer(recipe, out, progress=not args.quiet)
-    trainer.fit(resume=args.resume)
-    result = trainer.test()
-    print(f"test ({recipe.data.kind} {recipe.data.test_split}, held-out classes) {result}")
-    print(f"checkpoint: {out / 'best.safetensors'}  curve: {out / 'learning_curve.png'}")
+    try:
+        trainer = Trainer(recipe, out, progress=not args.quiet, device=args.device)
+        trainer.fit(resume=args.resume)
+        if trainer.dist.is_main:  # under torchrun, rank 0 tests and reports
+            result = trainer.test()
+            print(f"test ({recipe.data.kind} {recipe.data.test_split}, held-out classes) "
+                  f"{result}")
+            print(f"checkpoint: {out / 'best.safetensors'}  curve: "
+                  f"{out / 'learning_curve.png'}")
+    finally:
+        shutdown_distributed()
     return 0
 
 
@@ -77,12 +84,20 @@ def _printable(label: str) -> str:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    from fewshot_metric.store import exclusive_lock
+
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)  # for the lock file
+    with exclusive_lock(args.store):  # no other process saves between our load and save
+        return _register(args)
+
+
+def _register(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
     from fewshot_metric.store.persistence import META_FILE, store_exists
 
     folder = Path(args.store)
     if store_exists(folder):
-        classifier = FewShotClassifier.load(args.store, args.checkpoint)
+        classifier = FewShotClassifier.load(args.store, args.checkpoint, args.device)
         store = classifier.store
         for name, asked, has in (("--mode", args.mode, store.mode),
                                  ("--index", args.index, store.index_kind)):
@@ -98,8 +113,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise ValueError(f"there is no store at {args.store} yet: pass --checkpoint CKPT to "
                          f"create one for that model")
     else:
-        classifier = FewShotClassifier.from_checkpoint(args.checkpoint, mode=args.mode,
-                                                       index=args.index or "flat")
+        classifier = FewShotClassifier.from_checkpoint(args.checkpoint, args.device,
+                                                       mode=args.mode, index=args.index or "flat")
     if args.folder is not None:
         if args.label is not None or args.images:
             raise ValueError("give either --folder DIR or --label NAME IMAGE..., not both")
@@ -122,7 +137,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
 
-    classifier = FewShotClassifier.load(args.store, args.checkpoint)
+    classifier = FewShotClassifier.load(args.store, args.checkpoint, args.device)
     if not len(classifier):
         raise ValueError(f"the store {args.store} has no classes yet: add some with "
                          f"`fewshot-metric register --store {args.store}`")
@@ -144,35 +159,42 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from fewshot_metric.store import PrototypeStore
+    from fewshot_metric.store import PrototypeStore, exclusive_lock
+    from fewshot_metric.store.persistence import store_exists
 
-    store = PrototypeStore.load(args.store)
     if args.action == "info":
-        counts = store.counts
-        print(f"store:        {args.store}")
-        print(f"classes:      {len(store)} ({sum(counts.values())} shots)")
-        print(f"embeddings:   dim {store.dim}, metric {store.metric}, {store.mode} mode")
-        print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
-        print(f"checkpoint:   {store.info.get('checkpoint')}")
-        print(f"fingerprint:  {store.fingerprint}")
-        print(f"reject above: {store.info.get('reject_distance')}")
-        shown = list(counts.items())[:args.show]
-        for label, count in shown:
-            print(f"  {_printable(label)}: {count} shots")
-        if len(counts) > len(shown):
-            print(f"  ... {len(counts) - len(shown)} more (--show N)")
+        _print_info(args, PrototypeStore.load(args.store))
         return 0
-    if args.action == "remove":
-        for label in args.labels:
-            store.remove(label)
-    elif args.action == "rename":
-        store.rename(args.old, args.new)
-    else:
-        options = dict(_option(text) for text in args.option)
-        store.set_index(args.kind, **options)
-    store.save(args.store)
+    if not store_exists(args.store):
+        PrototypeStore.load(args.store)  # the error that says what is missing
+    with exclusive_lock(args.store):  # no other process saves between our load and save
+        store = PrototypeStore.load(args.store)
+        if args.action == "remove":
+            for label in args.labels:
+                store.remove(label)
+        elif args.action == "rename":
+            store.rename(args.old, args.new)
+        else:
+            store.set_index(args.kind, **dict(_option(text) for text in args.option))
+        store.save(args.store)
     print(f"store {args.store}: {len(store)} classes, {store.index_kind} index")
     return 0
+
+
+def _print_info(args: argparse.Namespace, store) -> None:
+    counts = store.counts
+    print(f"store:        {args.store}")
+    print(f"classes:      {len(store)} ({sum(counts.values())} shots)")
+    print(f"embeddings:   dim {store.dim}, metric {store.metric}, {store.mode} mode")
+    print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
+    print(f"checkpoint:   {store.info.get('checkpoint')}")
+    print(f"fingerprint:  {store.fingerprint}")
+    print(f"reject above: {store.info.get('reject_distance')}")
+    shown = list(counts.items())[:args.show]
+    for label, count in shown:
+        print(f"  {_printable(label)}: {count} shots")
+    if len(counts) > len(shown):
+        print(f"  ... {len(counts) - len(shown)} more (--show N)")
 
 
 def _option(text: str) -> tuple[str, int]:
@@ -195,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe value (repeatable)")
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, "
+                   "cuda:N; under torchrun each rank takes GPU LOCAL_RANK")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("eval", help="episodic accuracy of a checkpoint with a 95%% CI")
@@ -227,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "instance (every shot); default from the model's head")
     p.add_argument("--index", choices=list(KIND_OPTIONS), help="new store only (default flat)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("query", help="nearest classes of images, from a store")
@@ -238,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reject-distance", type=float,
                    help="answer 'unknown' beyond this distance (default: the store's)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("store", help="inspect or edit a store: info, remove, rename, index")

@@ -20,23 +20,27 @@ from fewshot_metric.data import build_transform
 from fewshot_metric.data.base import open_image
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.training.checkpoint import load_model
+from fewshot_metric.training.distributed import pick_device
 
 ImageInput = str | Path | Image.Image
 
 
 class Embedder:
-    """Checkpoint -> preprocessing + backbone. `embed(images)` -> np.float32 [N, D]."""
+    """Checkpoint -> preprocessing + backbone. `embed(images)` -> np.float32 [N, D].
+    `device`: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"."""
 
-    def __init__(self, model: FewShotModel, meta: dict[str, Any], source: str = "<memory>"):
-        self.model = model.eval().to(memory_format=torch.channels_last)  # as in training
+    def __init__(self, model: FewShotModel, meta: dict[str, Any], source: str = "<memory>",
+                 device: str | None = None):
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.meta = meta
         self.source = source
         self.transform = build_transform(model.backbone.input_config)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Embedder:
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Embedder:
         model, meta = load_model(path)
-        return cls(model, meta, str(path))
+        return cls(model, meta, str(path), device)
 
     @property
     def dim(self) -> int:
@@ -100,7 +104,8 @@ class Embedder:
         with tqdm(total=len(images), desc="embed", unit="img", disable=not progress,
                   leave=False) as bar:
             for batch in batches:
-                batch = batch.float().contiguous(memory_format=torch.channels_last)
+                batch = batch.to(self.device, torch.float32).contiguous(
+                    memory_format=torch.channels_last)
                 out[start:start + len(batch)] = self.model.embed(batch).cpu().numpy()
                 start += len(batch)
                 bar.update(len(batch))

@@ -49,10 +49,12 @@ def accuracy_with_ci(accuracies: Sequence[float]) -> tuple[float, float, float]:
 
 @torch.no_grad()
 def embed_images(model: FewShotModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """images [N, C, H, W] -> embeddings [N, D], backbone in eval mode."""
+    """images [N, C, H, W] -> embeddings [N, D] on the model's device, backbone in eval mode."""
     was_training = model.training
     model.eval()
-    chunks = [model.embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    device = next(model.parameters()).device
+    chunks = [model.embed(images[i:i + batch_size].to(device))
+              for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(chunks)
 

@@ -151,9 +151,9 @@ def _locked(path: Path, exclusive: bool, timeout: float) -> Iterator[None]:
 def exclusive_lock(path: str | Path, timeout: float = 30.0) -> Iterator[None]:
     """Holds the store's lock across a load-modify-save, so that no other process saves in
     between (which would lose one of the two changes); loads and saves of the store by this
-    thread inside the block do not lock again. Waits up to `timeout` s (StoreLockedError)."""
+    thread inside the block do not lock again. Waits up to `timeout` s (StoreLockedError).
+    The lock file goes beside the store folder, whose parent must exist."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     held = _held.__dict__.setdefault("paths", set())
     key = lock_path(path).resolve()
     if key in held:  # nested: the outer block holds it

@@ -422,6 +422,12 @@ class PrototypeStore:
         k distinct classes: class ids int64 [Q, k] (-1 where too few) and their raw scores."""
         class_ids = np.full((len(raw), k), -1, np.int64)
         scores = np.zeros((len(raw), k), np.float32)
+        if self.mode == "prototype":  # one vector per class, under the class id: no repeats
+            n = min(k, raw.shape[1])
+            found = np.logical_and.accumulate(vector_ids[:, :n] >= 0, axis=1)  # up to the first -1
+            class_ids[:, :n] = np.where(found, vector_ids[:, :n], -1)
+            scores[:, :n] = np.where(found, raw[:, :n], 0.0)
+            return class_ids, scores
         for q, (row_raw, row_ids) in enumerate(zip(raw.tolist(), vector_ids.tolist(),
                                                    strict=True)):
             found: list[int] = []

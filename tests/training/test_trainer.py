@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ def test_too_few_classes_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="class"):
         Trainer(tiny_recipe("train.n_way=5000"), tmp_path, progress=False)
     assert not (tmp_path / "last.safetensors").exists()
+
+
+def test_device_and_mixed_precision_choices(tmp_path: Path) -> None:
+    from fewshot_metric.training.distributed import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU; use --device cpu"):
+            Trainer(tiny_recipe(), tmp_path, progress=False, device="cuda")
+        with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+            Trainer(tiny_recipe("train.amp=fp16"), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="train.amp 'fp8' is not known"):
+        Trainer(tiny_recipe("train.amp=fp8"), tmp_path, progress=False)
+    trainer = Trainer(tiny_recipe("train.amp=bf16", "train.steps=2"), tmp_path, progress=False,
+                      device="cpu")
+    loss, _ = trainer.train_step(0)
+    assert math.isfinite(loss) and all(p.dtype == torch.float32
+                                       for p in trainer.model.parameters())
