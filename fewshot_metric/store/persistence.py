@@ -4,8 +4,8 @@ A store folder holds fixed file names only (labels live inside store.json, never
 
 - `store.json`: format name + version, dim, metric, mode, index kind + options, fingerprint,
   `info` (a JSON object the owner keeps with the store, e.g. the checkpoint it serves), next
-  id, the classes in insertion order as {label, id, count}, and the sha256 of every other
-  file.
+  id, the classes in insertion order as {label, id, count}, the sha256 of every other file,
+  and `meta_sha256`, the sha256 of the rest of store.json, so a hand edit is detected.
 - `index.faiss`: `faiss.write_index` of the live index.
 - prototype mode: `sums.npy` float64 [C, D], the running sums of the classes' shots (unit
   vectors for cosine), rows in class order.
@@ -207,6 +207,7 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
                                                           saved.counts, strict=True)],
                 "files": {file.name: _sha256(file) for file in sorted(tmp.iterdir())},
             }
+            meta["meta_sha256"] = _meta_digest(meta)
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=1))
             _swap_in(tmp, path)
         except BaseException:
@@ -280,6 +281,12 @@ def _field(folder: Path, mapping: dict[str, Any], key: str, types: tuple[type, .
     return value
 
 
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of store.json's content without its own digest (canonical JSON)."""
+    rest = {key: value for key, value in meta.items() if key != "meta_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def _read_meta(folder: Path) -> dict[str, Any]:
     """store.json, checked key by key."""
     meta_path = folder / META_FILE
@@ -296,6 +303,9 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         raise _meta_error(folder, f"format {meta.get('format')!r} version "
                                   f"{meta.get('version')!r}; this fewshot_metric reads {FORMAT!r} "
                                   f"version {VERSION}")
+    if meta.get("meta_sha256") != _meta_digest(meta):
+        raise _meta_error(folder, "its content does not match its meta_sha256 (a class, count "
+                                  "or setting was changed by hand)")
     for key, types in (("dim", (int,)), ("metric", (str,)), ("mode", (str,)),
                        ("index", (dict,)), ("fingerprint", (str, type(None))),
                        ("info", (dict,)), ("next_id", (int,)), ("classes", (list,)),

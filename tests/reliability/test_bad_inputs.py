@@ -90,9 +90,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "store/missing_meta/cli_register": ("is not a store (it has no store.json)",
                                         "choose a new or empty folder"),
     "store/meta_not_json": ("store.json: not valid JSON", "restore the folder from a backup"),
-    "store/meta_class_removed": ("sums.npy holds float64 (2, 64); store.json needs float64 "
-                                 "(1, 64)", "restore the folder from a backup"),
-    "store/meta_label_blank": ("store.json: classes[0].label = '   ' is empty",),
+    "store/meta_class_removed": ("store.json: its content does not match its meta_sha256",
+                                 "restore the folder from a backup"),
+    "store/meta_label_blank": ("store.json: its content does not match its meta_sha256",),
     "store/index_missing": ("index.faiss is missing", "restore the folder from a backup"),
     "store/sums_edited": ("sums.npy does not match store.json (its sha256 differs)",
                           "restore the folder from a backup"),

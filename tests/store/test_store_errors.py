@@ -13,6 +13,7 @@ from fewshot_metric.store import (
     PrototypeStore,
     StoreFormatError,
     UnknownClassError,
+    persistence,
 )
 from fewshot_metric.store.index_factory import StoreIndex
 
@@ -207,7 +208,21 @@ def test_load_with_edited_store_json(saved, edit, message):
     meta = json.loads((saved / "store.json").read_text(encoding="utf-8"))
     edit(meta)
     (saved / "store.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(StoreFormatError, match=f"does not match its meta_sha256|{message}"):
+        PrototypeStore.load(saved)  # (a version this code cannot read is said first)
+    # an edit that also updates the digest still meets the checks of every key
+    meta["meta_sha256"] = persistence._meta_digest(meta)
+    (saved / "store.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(StoreFormatError, match=message):
+        PrototypeStore.load(saved)
+
+
+def test_a_hand_edited_count_is_detected(saved):
+    """A count changed by hand would silently change the class's mean: refused."""
+    meta = json.loads((saved / "store.json").read_text(encoding="utf-8"))
+    meta["classes"][0]["count"] += 1
+    (saved / "store.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    with pytest.raises(StoreFormatError, match=r"store\.json: its content does not match"):
         PrototypeStore.load(saved)
 
 
