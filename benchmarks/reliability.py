@@ -33,41 +33,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability")]
 
+from conftest import train_tiny_checkpoint, write_glyph_images  # noqa: E402
 from corpus import run_bad_input_cases  # noqa: E402
 from kill_trials import checkpoint_kill_trials, store_kill_trials  # noqa: E402
 from stress import thread_stress  # noqa: E402
 
 from fewshot_metric import FewShotClassifier  # noqa: E402
-from fewshot_metric.config import load_recipe  # noqa: E402
-from fewshot_metric.data import GlyphsDataset  # noqa: E402
 from fewshot_metric.store import PrototypeStore, exclusive_lock  # noqa: E402
-from fewshot_metric.training.trainer import Trainer  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
-
-
-def tiny_checkpoint(folder: Path) -> Path:
-    """The quickstart recipe trained for 2 tiny episodes (as tests/conftest.py does)."""
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml",
-                         ["train.steps=2", "train.n_way=5", "train.k_shot=1", "train.n_query=1",
-                          "train.val_interval=2", "train.val_episodes=2",
-                          "train.val_n_query=1"])
-    Trainer(recipe, folder, progress=False).fit()
-    return folder / "best.safetensors"
-
-
-def glyph_shots(folder: Path, classes: int = 6, shots: int = 3) -> dict[str, list[Path]]:
-    dataset = GlyphsDataset("test", images_per_class=shots)
-    found: dict[str, list[Path]] = {}
-    for i in range(classes * shots):
-        name = dataset.class_names[dataset.labels[i]]
-        path = folder / name / f"{i % shots}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dataset.load_image(i).save(path)
-        found.setdefault(name, []).append(path)
-    return found
 
 
 def _locked_add(path: Path, name: str) -> None:
@@ -113,7 +89,7 @@ def main() -> int:
     figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        checkpoint = tiny_checkpoint(work / "run")
+        checkpoint = train_tiny_checkpoint(work / "run")
 
         start = time.perf_counter()
         results = run_bad_input_cases(checkpoint, work / "bad_inputs")
@@ -145,7 +121,7 @@ def main() -> int:
                      f"{'bitwise identical' if runs.identical else 'DIFFER'} to an "
                      f"uninterrupted run (max abs diff {runs.max_abs_diff:g})"))
 
-        shots = glyph_shots(work / "glyphs")
+        shots = write_glyph_images(work / "glyphs", classes=6, images=3)
         for mode in ("prototype", "instance"):
             start = time.perf_counter()
             report = thread_stress(FewShotClassifier.from_checkpoint(checkpoint, mode=mode),

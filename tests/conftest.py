@@ -25,13 +25,12 @@ def omniglot_dir() -> Path:
     return OMNIGLOT_DIR
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """best.safetensors of the quickstart recipe trained for 2 tiny episodes."""
+def train_tiny_checkpoint(out: Path) -> Path:
+    """Trains the quickstart recipe for 2 tiny episodes into `out` -> its best.safetensors.
+    (A plain function, so benchmarks/reliability.py can use it too.)"""
     from fewshot_metric.config import load_recipe
     from fewshot_metric.training.trainer import Trainer
 
-    out = tmp_path_factory.mktemp("tiny_run")
     recipe = load_recipe(PROJECT_ROOT / "recipes" / "quickstart.yaml",
                          ["train.steps=2", "train.n_way=5", "train.k_shot=1", "train.n_query=1",
                           "train.val_interval=2", "train.val_episodes=2",
@@ -40,15 +39,30 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out / "best.safetensors"
 
 
+def write_glyph_images(root: Path, classes: int, images: int) -> dict[str, list[Path]]:
+    """PNG files of the first `classes` held-out glyph classes, `images` each:
+    root/<class>/<i>.png -> {class: paths}."""
+    from fewshot_metric.data import GlyphsDataset
+
+    dataset = GlyphsDataset("test", images_per_class=images)
+    found: dict[str, list[Path]] = {}
+    for i in range(classes * images):
+        path = root / dataset.class_names[dataset.labels[i]] / f"{i % images}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dataset.load_image(i).save(path)
+        found.setdefault(path.parent.name, []).append(path)
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """best.safetensors of the quickstart recipe trained for 2 tiny episodes."""
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny_run"))
+
+
 @pytest.fixture(scope="session")
 def glyph_images(tmp_path_factory) -> Path:
     """PNG files of 4 held-out glyph classes, 6 images each: ROOT/<class>/<i>.png."""
-    from fewshot_metric.data import GlyphsDataset
-
     root = tmp_path_factory.mktemp("glyph_images")
-    dataset = GlyphsDataset("test", images_per_class=6)
-    for i in range(4 * 6):
-        folder = root / dataset.class_names[dataset.labels[i]]
-        folder.mkdir(exist_ok=True)
-        dataset.load_image(i).save(folder / f"{i % 6}.png")
+    write_glyph_images(root, 4, 6)
     return root

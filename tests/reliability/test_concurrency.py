@@ -82,25 +82,30 @@ def _load_add_save(path: Path, name: str, barrier, results) -> None:
     results.put((name, time.monotonic()))
 
 
-def test_concurrent_load_modify_save_loses_the_first_writers_class(tmp_path: Path) -> None:
-    """Documents a limitation: the lock makes each save and load atomic, not a load-modify-save
-    sequence, and a save does not check what it replaces. Two processes that load the same
-    store, each register a class and save: the last writer wins, and the other's class is
-    lost. (So are concurrent `fewshot-metric register --store` runs on one store.) Callers
-    must serialise the whole sequence: see the next test."""
+def _base_store_and_two_writers(path: Path, writer, *args) -> None:
+    """Saves a one-class store at `path`, then runs writer(path, name, *args) in two forked
+    processes named "first" and "second" at once; both must exit cleanly."""
     base = PrototypeStore(4)
     base.add(np.zeros((1, 4)), ["base"])
-    base.save(tmp_path / "store")
-    barrier, results = FORK.Barrier(2), FORK.SimpleQueue()
-    children = [FORK.Process(target=_load_add_save,
-                             args=(tmp_path / "store", name, barrier, results))
+    base.save(path)
+    children = [FORK.Process(target=writer, args=(path, name, *args))
                 for name in ("first", "second")]
     for child in children:
         child.start()
     for child in children:
         child.join(60)
     assert [child.exitcode for child in children] == [0, 0]
-    finished = dict(results.get() for _ in children)
+
+
+def test_concurrent_load_modify_save_loses_the_first_writers_class(tmp_path: Path) -> None:
+    """Documents a limitation: the lock makes each save and load atomic, not a load-modify-save
+    sequence, and a save does not check what it replaces. Two processes that load the same
+    store, each register a class and save: the last writer wins, and the other's class is
+    lost. (`fewshot-metric register` and `store` avoid it with `exclusive_lock`.) Callers
+    must serialise the whole sequence: see the next test."""
+    results = FORK.SimpleQueue()
+    _base_store_and_two_writers(tmp_path / "store", _load_add_save, FORK.Barrier(2), results)
+    finished = dict(results.get() for _ in range(2))
     earlier, later = sorted(finished, key=finished.get)
     classes = PrototypeStore.load(tmp_path / "store").classes
     assert classes == ["base", f"from {later}"] and f"from {earlier}" not in classes
@@ -118,18 +123,8 @@ def _locked_load_add_save(path: Path, name: str, results) -> None:
 def test_load_modify_save_under_exclusive_lock_keeps_both_classes(tmp_path: Path) -> None:
     """The fix for the limitation above (what `fewshot-metric register` and `store` do):
     holding `exclusive_lock` across load-modify-save serialises the two sequences."""
-    base = PrototypeStore(4)
-    base.add(np.zeros((1, 4)), ["base"])
-    base.save(tmp_path / "store")
     results = FORK.SimpleQueue()
-    children = [FORK.Process(target=_locked_load_add_save,
-                             args=(tmp_path / "store", name, results))
-                for name in ("first", "second")]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-    assert [child.exitcode for child in children] == [0, 0]
-    done = [results.get() for _ in children]
+    _base_store_and_two_writers(tmp_path / "store", _locked_load_add_save, results)
+    done = [results.get() for _ in range(2)]
     assert sorted(PrototypeStore.load(tmp_path / "store").classes) == sorted(
         ["base", *(f"from {name}" for name in done)])
