@@ -1,5 +1,6 @@
 """fewshot_metric: train embedders for few-shot learning and serve them from a FAISS store."""
 
+import fewshot_metric.blas  # noqa: F401  (first: chooses FAISS's BLAS kernels before it loads)
 from fewshot_metric.backbones import Backbone, InputConfig, create_backbone, list_backbones
 from fewshot_metric.classifier import FewShotClassifier, Prediction
 from fewshot_metric.config import ConfigError, Recipe, load_recipe

@@ -1,0 +1,38 @@
+"""Picks OpenBLAS kernels for FAISS before faiss is first imported (import side effect).
+
+faiss-cpu wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1). It does not know
+recent Intel CPUs (this project's machine: family 6, model 207) and falls back to its generic
+SSE3 "Prescott" kernels, so exact search ran at 0.16-0.19 of the machine's matrix-multiply
+throughput (benchmarks/store_bench.py). OpenBLAS reads OPENBLAS_CORETYPE when it loads: this
+sets SkylakeX on CPUs with AVX-512 and Haswell on CPUs with AVX2, unless the variable is
+already set. Libraries loaded before keep their choice; numpy's OpenBLAS detects these CPUs
+itself and picks the same kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def openblas_coretype(cpu_flags: set[str]) -> str | None:
+    """The OpenBLAS core type for a CPU with these /proc/cpuinfo flags, or None."""
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= cpu_flags:
+        return "Haswell"
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's flags (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+if "OPENBLAS_CORETYPE" not in os.environ and (coretype := openblas_coretype(cpu_flags())):
+    os.environ["OPENBLAS_CORETYPE"] = coretype
