@@ -22,6 +22,9 @@ Sections (pick with --sections; each prints a markdown table and its wall time):
 - bytes: bytes per class in memory (VmRSS delta from /proc/self/status around building the
   store, in a new process per D, after gc and glibc's malloc_trim before each reading) and on
   disk (the saved folder) for each index kind.
+- query: the whole `FewShotClassifier.query` path (image files in: decode, preprocess, embed,
+  search 1k classes, top-5 out) against the bare backbone forward on the same images already
+  decoded, for Conv-4 on 28x28 PNGs and ResNet-12 on 84x84 JPEGs. Target: >= 0.8.
 
 Data (synthetic, seeded by (--seed, C, D)): C // 250 cluster centres ~ N(0, I/D) (norm about
 1); each class's prototype is a random centre + N(0, 0.5^2 I/D) (about 0.5 from it); a query
@@ -63,9 +66,14 @@ import faiss
 import numpy as np
 import sklearn
 import torch
+from PIL import Image
 from sklearn.neighbors import NearestCentroid
 from threadpoolctl import threadpool_info
 
+from fewshot_metric import Embedder, FewShotClassifier
+from fewshot_metric.backbones import create_backbone
+from fewshot_metric.distances import build_distance
+from fewshot_metric.model import FewShotModel
 from fewshot_metric.store import PrototypeStore
 from fewshot_metric.store.index_factory import resolve_options
 
@@ -81,7 +89,7 @@ HNSW_M, HNSW_EF_SEARCH = 32, (16, 32, 64, 128)
 NPROBES = (1, 2, 4, 8, 16)
 SHOTS, ADDS = 5, 50
 TARGET_FLOOR, TARGET_NC, TARGET_SPEEDUP, TARGET_RECALL, TARGET_ADD_MS = 0.85, 3.0, 10.0, 0.95, 10.0
-SECTIONS = ("exact", "approx", "add", "bytes")
+SECTIONS = ("exact", "approx", "add", "bytes", "query")
 
 
 @dataclass(frozen=True)
@@ -520,6 +528,87 @@ def bench_bytes(lab: Lab, args: argparse.Namespace) -> dict:
     return {"classes": n_classes, "rows": rows}
 
 
+# ------------------------------------------------------------------ query path
+QUERY_PATH_MODELS = (  # backbone, its kwargs, image file (W, H) and format
+    ("conv4", {"in_chans": 1, "image_size": 28}, (28, 28), "png"),
+    ("resnet12", {"in_chans": 3, "image_size": 84}, (84, 84), "jpeg"),
+)
+QUERY_PATH_CLASSES, QUERY_PATH_BATCH, TARGET_QUERY_PATH = 1_000, 128, 0.8
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int], fmt: str, channels: int,
+                 rng: np.random.Generator) -> list[Path]:
+    """n smooth random images (upsampled noise, which compresses like a picture) as files."""
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, (size[1] // 4, size[0] // 4, channels), np.uint8)
+        image = Image.fromarray(small[..., 0] if channels == 1 else small)
+        paths.append(folder / f"{i:05d}.{fmt}")
+        image.resize(size, Image.Resampling.BICUBIC).save(paths[-1])
+    return paths
+
+
+def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[str, float]:
+    """Best images/s of the bare backbone on the decoded images and of classifier.query on
+    the files, timed alternately after one warm-up each."""
+    embedder = classifier.embedder
+    decoded = torch.stack([embedder.preprocess(path) for path in paths]).contiguous(
+        memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def bare() -> None:
+        for rows in blocks(len(decoded), QUERY_PATH_BATCH):
+            embedder.model.embed(decoded[rows])
+
+    def query() -> None:
+        classifier.query(paths, k=5, batch_size=QUERY_PATH_BATCH)
+
+    bare()
+    query()
+    best = {"bare": 0.0, "query": 0.0}
+    for _ in range(REPEATS):
+        for label, run in (("bare", bare), ("query", query)):
+            _, seconds = timed(run)
+            best[label] = max(best[label], len(paths) / seconds)
+    return best
+
+
+def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
+    """Section query: FewShotClassifier.query on image files (decode, preprocess, embed,
+    search 1k classes, top-5) against the bare backbone forward on the same images already
+    decoded and preprocessed, same batch size. Untrained weights: speed does not depend on
+    them. Target: >= 0.8 of the bare backbone's images/s."""
+    rows = []
+    rng = np.random.default_rng([args.seed, 2])
+    n_images = {"conv4": 2048 if not lab.sizes.queries < 10_000 else 256,
+                "resnet12": 256 if not lab.sizes.queries < 10_000 else 32}
+    for name, kwargs, size, fmt in QUERY_PATH_MODELS:
+        torch.manual_seed(args.seed)
+        backbone = create_backbone(name, **kwargs)
+        model = FewShotModel(backbone, "prototypical", {}, build_distance("sqeuclidean"))
+        classifier = FewShotClassifier(Embedder(model, {}, device="cpu"))
+        classifier.store.add(rng.standard_normal((QUERY_PATH_CLASSES, backbone.embed_dim),
+                                                 np.float32),
+                             [f"class {i}" for i in range(QUERY_PATH_CLASSES)])
+        n = n_images[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_images(Path(tmp), n, size, fmt, kwargs["in_chans"], rng)
+            best = query_path_rates(classifier, paths)
+        rows.append({"backbone": name, "input": f"{size[0]}x{size[1]} {fmt}", "images": n,
+                     "bare_per_s": best["bare"], "query_per_s": best["query"],
+                     "ratio": best["query"] / best["bare"]})
+    print(f"\n### Whole query path: image files in, top-5 of {QUERY_PATH_CLASSES:,} classes "
+          f"out (batch {QUERY_PATH_BATCH}, best of {REPEATS})\n")
+    print("| backbone | image files | images | bare backbone images/s (decoded batch) | "
+          "FewShotClassifier.query images/s | ratio (target >= 0.8) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['input']} | {r['images']:,} | {r['bare_per_s']:,.0f} | "
+              f"{r['query_per_s']:,.0f} | {r['ratio']:.2f} "
+              f"{verdict(r['ratio'] >= TARGET_QUERY_PATH)} |")
+    return {"rows": rows}
+
+
 # ------------------------------------------------------------------ machine and main
 def machine() -> dict:
     """CPU, memory, library versions and thread counts, load average."""
@@ -577,12 +666,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sizes: {asdict(sizes)}, seed {args.seed}", flush=True)
     lab, results, wall = Lab(sizes, args.seed), {}, {}
     benches = {"exact": bench_exact, "approx": bench_approx, "add": bench_add,
-               "bytes": bench_bytes}
+               "bytes": bench_bytes, "query": bench_query}
     for name in SECTIONS:
         if name in chosen:
             results[name], wall[name] = timed(lambda name=name: benches[name](lab, args))
             print(f"\n{name} section: {wall[name]:.0f} s wall", flush=True)
-    # Query path (images -> classes): bench_query_path(args) will be called here.
     lab.drop()
     print("\n| section | wall s |\n| --- | ---: |")
     for name, seconds in wall.items():
