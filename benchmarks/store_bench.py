@@ -46,6 +46,9 @@ shared between sections for the same (C, D): a build is timed where it first hap
 
 from __future__ import annotations
 
+# isort: off
+import fewshot_metric.blas  # noqa: F401  (first: FAISS's OpenBLAS picks its kernels on load)
+# isort: on
 import argparse
 import ctypes
 import gc
