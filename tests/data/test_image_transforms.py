@@ -73,4 +73,4 @@ def test_batched_halves_equal_one_image_at_a_time():
     batch = preprocess.normalize(torch.stack(halves))
     assert torch.equal(batch, torch.stack([preprocess(image) for image in images]))
     # an image already at the target size is not resampled: its pixels come through exactly
-    assert torch.equal(halves[0], torch.from_numpy(np.asarray(images[0])).permute(2, 0, 1))
+    assert torch.equal(halves[0], torch.from_numpy(np.array(images[0])).permute(2, 0, 1))
