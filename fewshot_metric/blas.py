@@ -5,13 +5,16 @@ recent Intel CPUs (this project's machine: family 6, model 207) and falls back t
 SSE3 "Prescott" kernels, so exact search ran at 0.16-0.19 of the machine's matrix-multiply
 throughput (benchmarks/store_bench.py). OpenBLAS reads OPENBLAS_CORETYPE when it loads: this
 sets SkylakeX on CPUs with AVX-512 and Haswell on CPUs with AVX2, unless the variable is
-already set. Libraries loaded before keep their choice; numpy's OpenBLAS detects these CPUs
-itself and picks the same kernels.
+already set. Libraries loaded before keep their choice (numpy's OpenBLAS detects these CPUs
+itself and picks the same kernels); `warn_if_faiss_blas_is_generic` tells a user who imported
+faiss first.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from pathlib import Path
 
 
@@ -32,6 +35,25 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
         return set()
     line = next((line for line in text.splitlines() if line.startswith("flags")), "")
     return set(line.partition(":")[2].split())
+
+
+@functools.cache
+def warn_if_faiss_blas_is_generic() -> bool:
+    """Warns (once) when faiss's OpenBLAS runs generic kernels on a CPU with AVX2 or AVX-512,
+    which happens when faiss was imported before fewshot_metric. Returns whether it warned."""
+    from threadpoolctl import threadpool_info
+
+    wanted = openblas_coretype(cpu_flags())
+    generic = [pool["filepath"] for pool in threadpool_info()
+               if pool["internal_api"] == "openblas" and "openblaso" in pool["filepath"]
+               and pool.get("architecture") == "Prescott"]
+    if wanted is None or not generic:
+        return False
+    warnings.warn(f"faiss's OpenBLAS ({Path(generic[0]).name}) runs generic SSE3 kernels on this "
+                  f"CPU, so exact search is several times slower than it could be: import "
+                  f"fewshot_metric before faiss, or set OPENBLAS_CORETYPE={wanted} in the "
+                  f"environment before Python starts", RuntimeWarning, stacklevel=3)
+    return True
 
 
 if "OPENBLAS_CORETYPE" not in os.environ and (coretype := openblas_coretype(cpu_flags())):

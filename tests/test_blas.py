@@ -42,3 +42,26 @@ def test_faiss_blas_runs_the_kernels_this_cpu_supports() -> None:
     wanted = openblas_coretype(cpu_flags())
     if wanted is not None:
         assert set(architectures) == {wanted}
+
+
+WARN_PROBE = """
+import warnings
+{first}
+from fewshot_metric.store import PrototypeStore
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    PrototypeStore(4)
+    PrototypeStore(4)
+print(sum("runs generic SSE3 kernels" in str(w.message) for w in caught))
+"""
+
+
+def test_a_store_warns_once_when_faiss_was_imported_first() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    counts = {}
+    for first in ("import faiss", "import fewshot_metric"):
+        done = subprocess.run([sys.executable, "-c", WARN_PROBE.format(first=first)],
+                              capture_output=True, text=True, env=env, check=True)
+        counts[first] = int(done.stdout.splitlines()[-1])
+    expected = 1 if openblas_coretype(cpu_flags()) is not None else 0
+    assert counts == {"import faiss": expected, "import fewshot_metric": 0}

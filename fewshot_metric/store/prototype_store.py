@@ -31,6 +31,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from fewshot_metric.blas import warn_if_faiss_blas_is_generic
 from fewshot_metric.distances import DISTANCES
 from fewshot_metric.store.index_factory import StoreIndex
 from fewshot_metric.store.persistence import (
@@ -129,6 +130,7 @@ class PrototypeStore:
             raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
         if fingerprint is not None and not (isinstance(fingerprint, str) and fingerprint):
             raise ValueError(f"fingerprint must be a non-empty str or None, got {fingerprint!r}")
+        warn_if_faiss_blas_is_generic()
         self._index = StoreIndex(index, int(dim), metric, **index_options)
         self._mode = mode
         self._fingerprint = fingerprint
