@@ -168,14 +168,13 @@ class Trainer:
         # channels_last: ~1.5x faster convolutions on CPU, same results up to rounding
         self.model: FewShotModel = build_model(recipe.model).to(
             self.device, memory_format=torch.channels_last)
+        if self.dist.is_distributed and recipe.train.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ValueError("train.sync_batchnorm needs CUDA devices (PyTorch's "
+                                 "SyncBatchNorm runs on GPUs only); set it to false on CPU")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.episode_loss: nn.Module = EpisodeLoss(self.model, recipe)
         if self.dist.is_distributed:
-            if recipe.train.sync_batchnorm:
-                if self.device.type != "cuda":
-                    raise ValueError("train.sync_batchnorm needs CUDA devices (PyTorch's "
-                                     "SyncBatchNorm runs on GPUs only); set it to false on CPU")
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.episode_loss = EpisodeLoss(self.model, recipe)
             self.episode_loss = DistributedDataParallel(
                 self.episode_loss, device_ids=[self.device] if self.device.type == "cuda"
                 else None)
@@ -305,20 +304,18 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", refresh=False)
             record = {"step": self.step, "loss": loss, "train_accuracy": accuracy,
                       "lr": self.scheduler.get_last_lr()[0]}
-            if not main:
-                if self.step % cfg.val_interval == 0 or self.step == cfg.steps:
-                    self._barrier()  # rank 0 validates and saves
-                continue
-            val = None
-            if self.step % cfg.val_interval == 0 or self.step == cfg.steps:
-                val = self.validate()
-                record.update(val_accuracy=val.mean, val_ci95=val.ci95)
-                bar.write(f"step {self.step}: val {val}")
-            self._log(record)
-            if val is not None:
-                self._save(val)
-                plot_learning_curve(self.out_dir / "metrics.jsonl",
-                                    self.out_dir / "learning_curve.png")
+            validating = self.step % cfg.val_interval == 0 or self.step == cfg.steps
+            if main:  # rank 0 validates, logs and saves; the other ranks wait at the barrier
+                val = self.validate() if validating else None
+                if val is not None:
+                    record.update(val_accuracy=val.mean, val_ci95=val.ci95)
+                    bar.write(f"step {self.step}: val {val}")
+                self._log(record)
+                if val is not None:
+                    self._save(val)
+                    plot_learning_curve(self.out_dir / "metrics.jsonl",
+                                        self.out_dir / "learning_curve.png")
+            if validating:
                 self._barrier()
         if stop_at is not None and self.step < cfg.steps and self.step % cfg.val_interval:
             if main:
