@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# isort: off
+import fewshot_metric.blas  # noqa: F401  (before any test module imports faiss: fast kernels)
+# isort: on
 import os
 from pathlib import Path
 

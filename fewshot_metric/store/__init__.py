@@ -1,8 +1,9 @@
 """The serving side: a FAISS-backed store of named classes, built from a few embeddings each.
 
 `PrototypeStore(dim, metric, mode, index, fingerprint)`: `add` / `remove` / `rename` classes,
-`search` for the nearest ones, `save` / `PrototypeStore.load` a folder. Index kinds are in
-`index_factory`, the folder format in `persistence`.
+`search` for the nearest ones, `save` / `PrototypeStore.load` a folder (`mmap=True`: served
+from the files, read-only). Index kinds are in `index_factory`, the folder format in
+`persistence`, the per-class columns in `row_table`.
 """
 
 from fewshot_metric.store.index_factory import KIND_OPTIONS
@@ -12,6 +13,7 @@ from fewshot_metric.store.prototype_store import (
     UNKNOWN,
     IncompatibleEmbedderError,
     PrototypeStore,
+    ReadOnlyStoreError,
     SearchResult,
     UnknownClassError,
     check_label,
@@ -23,6 +25,7 @@ __all__ = [
     "UNKNOWN",
     "IncompatibleEmbedderError",
     "PrototypeStore",
+    "ReadOnlyStoreError",
     "SearchResult",
     "StoreFormatError",
     "StoreLockedError",

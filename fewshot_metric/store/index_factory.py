@@ -17,12 +17,17 @@ stored vectors and switches. `train_min` is 39 points per k-means centroid, FAIS
 minimum for a warning-free fit: 39 * nlist for "ivf_flat" and 39 * max(nlist, 2**pq_bits)
 for "ivf_pq". A trained index is not retrained as the store grows, nor dropped when removals
 take it below `train_min`; `PrototypeStore.set_index` rebuilds (and retrains) from the current
-vectors.
+vectors. Training uses at most 256 vectors per centroid (FAISS's own k-means sample size),
+taken at an even stride over the store's vectors, so a rebuild of tens of millions of vectors
+never holds them all in one array: they are added chunk by chunk.
+
+Options a search reads (nprobe, efSearch) change on the live index without a rebuild
+(`retune`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faiss
@@ -36,8 +41,12 @@ KIND_OPTIONS: dict[str, dict[str, int]] = {
     "ivf_flat": {"nlist": 1024, "nprobe": 16},
     "ivf_pq": {"nlist": 1024, "nprobe": 16, "pq_m": 8, "pq_bits": 8},
 }
+SEARCH_OPTIONS = ("nprobe", "efSearch")  # read at search time: changing them needs no rebuild
 IVF_KINDS = ("ivf_flat", "ivf_pq")
 _KMEANS_POINTS_PER_CENTROID = 39
+_KMEANS_MAX_POINTS_PER_CENTROID = 256
+# () -> the store's index vectors in chunks: (vectors float32 [n, D], ids int64 [n])
+IndexVectors = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 _METRIC_NAMES = {faiss.METRIC_L2: "L2", faiss.METRIC_INNER_PRODUCT: "inner product"}
 
 
@@ -64,14 +73,30 @@ def resolve_options(kind: str, dim: int, options: dict[str, Any]) -> dict[str, i
     return resolved
 
 
+def _centroids(kind: str, options: dict[str, int]) -> int:
+    """The most centroids any k-means of an IVF kind fits."""
+    centroids = options["nlist"]
+    if kind == "ivf_pq":
+        centroids = max(centroids, 2 ** options["pq_bits"])
+    return centroids
+
+
 def train_min(kind: str, options: dict[str, int]) -> int:
     """Vectors needed before an IVF index trains (see the module docstring); 0 for others."""
     if kind not in IVF_KINDS:
         return 0
-    centroids = options["nlist"]
-    if kind == "ivf_pq":
-        centroids = max(centroids, 2 ** options["pq_bits"])
-    return _KMEANS_POINTS_PER_CENTROID * centroids
+    return _KMEANS_POINTS_PER_CENTROID * _centroids(kind, options)
+
+
+def training_sample(n: int, chunks: IndexVectors, max_points: int) -> np.ndarray:
+    """At most `max_points` of the n vectors that `chunks` gives, at an even stride, float32
+    [<= max_points, D]."""
+    stride = -(-n // max_points)
+    parts, seen = [], 0
+    for vectors, _ in chunks():
+        parts.append(vectors[(-seen) % stride::stride])
+        seen += len(vectors)
+    return np.ascontiguousarray(np.concatenate(parts), np.float32)
 
 
 class StoreIndex:
@@ -134,26 +159,39 @@ class StoreIndex:
         self._configure(index)
         self.faiss_index = index
 
-    def rebuild(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Replaces the index by one over vectors [N, D] with ids [N], training an IVF kind
-        when N >= train_min; the old index stays if this fails."""
-        ready = self.kind not in IVF_KINDS or len(ids) >= self.train_min
+    def retune(self, other: StoreIndex) -> bool:
+        """Takes `other`'s search-time options if it differs from this index in nothing else
+        (same kind, dim, metric, build options); returns whether it did."""
+        def build(index: StoreIndex) -> tuple:
+            options = {k: v for k, v in index.options.items() if k not in SEARCH_OPTIONS}
+            return index.kind, index.dim, index.metric, options
+
+        if build(other) != build(self):
+            return False
+        self.options = dict(other.options)
+        self._configure(self.faiss_index)
+        return True
+
+    def rebuild(self, n: int, chunks: IndexVectors) -> None:
+        """Replaces the index by one over the n vectors that `chunks` gives, training an IVF
+        kind when n >= train_min; the old index stays if this fails."""
+        ready = self.kind not in IVF_KINDS or n >= self.train_min
         index = self._build(ready)
         if not index.is_trained:
-            index.train(vectors)
-        if len(ids):
-            index.add_with_ids(vectors, ids)
+            max_points = _KMEANS_MAX_POINTS_PER_CENTROID * _centroids(self.kind, self.options)
+            index.train(training_sample(n, chunks, max_points))
+        for vectors, ids in chunks():
+            index.add_with_ids(np.ascontiguousarray(vectors), ids)
         self.faiss_index = index
 
     def update(self, remove_ids: np.ndarray, add_vectors: np.ndarray, add_ids: np.ndarray,
-               all_vectors: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        """Removes ids [R] and adds vectors [A, D] with ids [A]. Rebuilds from
-        `all_vectors()` -> (vectors [N, D], ids [N]), the state after the update, when the
-        kind cannot remove (HNSW) or an IVF kind reaches `train_min`."""
-        n_after = self.ntotal - len(remove_ids) + len(add_ids)
+               n_after: int, all_vectors: IndexVectors) -> None:
+        """Removes ids [R] and adds vectors [A, D] with ids [A]. Rebuilds from the n_after
+        vectors that `all_vectors` gives, the state after the update, when the kind cannot
+        remove (HNSW) or an IVF kind reaches `train_min`."""
         if ((self.waiting and n_after >= self.train_min)
                 or (self.kind == "hnsw" and len(remove_ids))):
-            self.rebuild(*all_vectors())
+            self.rebuild(n_after, all_vectors)
             return
         if len(remove_ids):
             self.faiss_index.remove_ids(remove_ids)

@@ -4,14 +4,19 @@ A store folder holds fixed file names only (labels live inside store.json, never
 
 - `store.json`: format name + version, dim, metric, mode, index kind + options, fingerprint,
   `info` (a JSON object the owner keeps with the store, e.g. the checkpoint it serves), next
-  id, the classes in insertion order as {label, id, count}, the sha256 of every other file,
-  and `meta_sha256`, the sha256 of the rest of store.json, so a hand edit is detected.
+  id, the number of classes, the sha256 of every other file, and `meta_sha256`, the sha256 of
+  the rest of store.json, so a hand edit is detected.
+- `labels.json`: the class labels in insertion order, a JSON array of C strings.
+- `class_ids.npy` int64 [C] (increasing, as ids are given out) and `class_counts.npy` int64
+  [C], the shots added to each class.
 - `index.faiss`: `faiss.write_index` of the live index.
-- prototype mode: `sums.npy` float64 [C, D], the running sums of the classes' shots (unit
+- prototype mode: `means.npy` float32 [C, D], the means of the classes' shots (of their unit
   vectors for cosine), rows in class order.
 - instance mode: `vectors.npy` float32 [N, D] (the index-ready shots), `vector_ids.npy`
-  int64 [N], `vector_classes.npy` int64 [N] (the class id of each shot), rows grouped by
-  class in class order.
+  int64 [N] (increasing), `vector_classes.npy` int64 [N] (the class id of each shot).
+
+Per-class data is in .npy columns, written chunk by chunk, so that a store of tens of millions
+of classes saves without a second copy in memory, and loads (`mmap=True`) as memory maps.
 
 Saving writes everything into a fresh temp folder `.NAME.partial-*.tmp` beside the store
 (temp folders of earlier killed saves are deleted first; each file
@@ -33,7 +38,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -50,17 +55,19 @@ from fewshot_metric.atomic import (
     remove_leftover_temps,
     temp_prefix,
 )
-from fewshot_metric.store.index_factory import StoreIndex
+from fewshot_metric.store.index_factory import IVF_KINDS, StoreIndex
 
 FORMAT = "fewshot_metric.prototype_store"
-VERSION = 1
+VERSION = 2
 META_FILE = "store.json"
+LABELS_FILE = "labels.json"
 INDEX_FILE = "index.faiss"
+CLASS_FILES = ("class_ids", "class_counts")
 ARRAY_FILES: dict[str, tuple[str, ...]] = {
-    "prototype": ("sums",),
+    "prototype": ("means",),
     "instance": ("vectors", "vector_ids", "vector_classes"),
 }
-_RESTORE = ("restore the folder from a backup, or rebuild the store (add the classes again "
+RESTORE = ("restore the folder from a backup, or rebuild the store (add the classes again "
             "and save)")
 
 
@@ -72,13 +79,24 @@ class StoreLockedError(TimeoutError):
     """Another process holds the store's lock for longer than `lock_timeout`."""
 
 
+@dataclass(frozen=True)
+class ArrayChunks:
+    """An array of `dtype` and `shape` that `chunks()` gives as consecutive row blocks, so
+    it is written without being assembled in memory."""
+
+    dtype: type | np.dtype
+    shape: tuple[int, ...]
+    chunks: Callable[[], Iterable[np.ndarray]]
+
+
 @dataclass
 class SavedStore:
     """A store as plain values: what `write_store` writes and `read_store` returns.
 
-    `labels`, `class_ids`, `counts` are [C] in insertion order; `arrays` maps the mode's
-    ARRAY_FILES names to arrays (see the module docstring); `info` is a JSON object; `source`
-    is the folder read.
+    `labels` (list), `class_ids` and `counts` (int64 arrays) are [C] in insertion order;
+    `arrays` maps the mode's ARRAY_FILES names to arrays (ArrayChunks to write; arrays, or
+    read-only memory maps, when read; see the module docstring); `info` is a JSON object;
+    `source` is the folder read.
     """
 
     dim: int
@@ -88,9 +106,9 @@ class SavedStore:
     info: dict[str, Any]
     next_id: int
     labels: list[str]
-    class_ids: list[int]
-    counts: list[int]
-    arrays: dict[str, np.ndarray]
+    class_ids: np.ndarray
+    counts: np.ndarray
+    arrays: dict[str, Any]
     index: StoreIndex
     source: Path | None = None
 
@@ -175,9 +193,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_npy(array: np.ndarray, path: Path) -> None:
+def _write_npy(array: ArrayChunks, path: Path) -> None:
+    """Writes the .npy file of `array`, chunk by chunk."""
+    dtype = np.dtype(array.dtype)
     with open(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+        np.lib.format.write_array_header_2_0(handle, {
+            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+            "shape": array.shape})
+        rows = 0
+        for chunk in array.chunks():
+            handle.write(np.ascontiguousarray(chunk, dtype).data)
+            rows += len(chunk)
+    if rows != array.shape[0]:
+        raise RuntimeError(f"{path}: wrote {rows} rows, expected {array.shape[0]}")
 
 
 def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> None:
@@ -195,16 +223,17 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
         try:
             atomic_write(tmp / INDEX_FILE,
                          lambda file: faiss.write_index(saved.index.faiss_index, str(file)))
-            for name in ARRAY_FILES[saved.mode]:
-                atomic_write(tmp / f"{name}.npy", partial(_write_npy, saved.arrays[name]))
+            columns = {"class_ids": _whole(saved.class_ids), "class_counts": _whole(saved.counts),
+                       **saved.arrays}
+            for name in (*CLASS_FILES, *ARRAY_FILES[saved.mode]):
+                atomic_write(tmp / f"{name}.npy", partial(_write_npy, columns[name]))
+            atomic_write_text(tmp / LABELS_FILE, json.dumps(saved.labels, ensure_ascii=False))
             meta = {
                 "format": FORMAT, "version": VERSION, "dim": saved.dim, "metric": saved.metric,
                 "mode": saved.mode,
                 "index": {"kind": saved.index.kind, "options": saved.index.options},
                 "fingerprint": saved.fingerprint, "info": saved.info, "next_id": saved.next_id,
-                "classes": [{"label": label, "id": class_id, "count": count} for
-                            label, class_id, count in zip(saved.labels, saved.class_ids,
-                                                          saved.counts, strict=True)],
+                "classes": len(saved.labels),
                 "files": {file.name: _sha256(file) for file in sorted(tmp.iterdir())},
             }
             meta["meta_sha256"] = _meta_digest(meta)
@@ -213,6 +242,11 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _whole(array: np.ndarray) -> ArrayChunks:
+    """An array already in memory, as one chunk."""
+    return ArrayChunks(array.dtype, array.shape, lambda: [array])
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
@@ -232,8 +266,9 @@ def _swap_in(tmp: Path, path: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def read_store(path: str | Path, lock_timeout: float) -> SavedStore:
-    """Reads and checks the store folder `path` (or its backup, see the module docstring)."""
+def read_store(path: str | Path, lock_timeout: float, mmap: bool = False) -> SavedStore:
+    """Reads and checks the store folder `path` (or its backup, see the module docstring);
+    with `mmap`, the .npy columns and the index's lists are read-only memory maps."""
     path = Path(path)
     if not path.is_dir() and not backup_path(path).is_dir():
         raise FileNotFoundError(f"no store at {path}: there is no such folder; save one with "
@@ -241,32 +276,35 @@ def read_store(path: str | Path, lock_timeout: float) -> SavedStore:
     with _locked(path, exclusive=False, timeout=lock_timeout):
         folder = path if path.is_dir() else backup_path(path)
         meta = _read_meta(folder)
-        mode, dim = meta["mode"], meta["dim"]
-        names = [INDEX_FILE] + [f"{name}.npy" for name in ARRAY_FILES[mode]]
+        mode, dim, n_classes = meta["mode"], meta["dim"], meta["classes"]
+        columns = (*CLASS_FILES, *ARRAY_FILES[mode])
+        names = [INDEX_FILE, LABELS_FILE] + [f"{name}.npy" for name in columns]
         if sorted(meta["files"]) != sorted(names):
             raise _meta_error(folder, f"'files' lists {sorted(meta['files'])}; a {mode}-mode "
                                       f"store has {sorted(names)}")
         for name in names:
             _check_file(folder / name, meta["files"][name])
-        counts = [entry["count"] for entry in meta["classes"]]
-        n_rows = len(counts) if mode == "prototype" else sum(counts)
-        shapes = {"sums": (np.float64, (n_rows, dim)), "vectors": (np.float32, (n_rows, dim)),
+        labels = _read_labels(folder / LABELS_FILE, n_classes)
+        class_ids = _read_npy(folder / "class_ids.npy", np.int64, (n_classes,), mmap)
+        counts = _read_npy(folder / "class_counts.npy", np.int64, (n_classes,), mmap)
+        _check_increasing(folder, "class_ids.npy", class_ids, meta["next_id"])
+        if n_classes and counts.min() < 1:
+            raise _meta_error(folder, "class_counts.npy holds a count below 1")
+        n_rows = n_classes if mode == "prototype" else int(counts.sum())
+        shapes = {"means": (np.float32, (n_rows, dim)), "vectors": (np.float32, (n_rows, dim)),
                   "vector_ids": (np.int64, (n_rows,)), "vector_classes": (np.int64, (n_rows,))}
-        arrays = {name: _read_npy(folder / f"{name}.npy", *shapes[name])
+        arrays = {name: _read_npy(folder / f"{name}.npy", *shapes[name], mmap)
                   for name in ARRAY_FILES[mode]}
-        class_ids = [entry["id"] for entry in meta["classes"]]
         if mode == "instance":
             _check_instance(folder, arrays, class_ids, counts, meta["next_id"])
-        index = _read_index(folder, meta, n_rows)
+        index = _read_index(folder, meta, n_rows, mmap)
     return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["info"],
-                      meta["next_id"],
-                      [entry["label"] for entry in meta["classes"]], class_ids, counts, arrays,
-                      index, folder)
+                      meta["next_id"], labels, class_ids, counts, arrays, index, folder)
 
 
 def _meta_error(folder: Path, detail: str) -> StoreFormatError:
     return StoreFormatError(f"{folder / META_FILE}: {detail}. The file was edited or is "
-                            f"corrupt: {_RESTORE}")
+                            f"corrupt: {RESTORE}")
 
 
 def _field(folder: Path, mapping: dict[str, Any], key: str, types: tuple[type, ...],
@@ -292,7 +330,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise StoreFormatError(f"{meta_path} is missing, so {folder} is not a readable store: "
-                               f"{_RESTORE}")
+                               f"{RESTORE}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -308,66 +346,73 @@ def _read_meta(folder: Path) -> dict[str, Any]:
                                   "or setting was changed by hand)")
     for key, types in (("dim", (int,)), ("metric", (str,)), ("mode", (str,)),
                        ("index", (dict,)), ("fingerprint", (str, type(None))),
-                       ("info", (dict,)), ("next_id", (int,)), ("classes", (list,)),
+                       ("info", (dict,)), ("next_id", (int,)), ("classes", (int,)),
                        ("files", (dict,))):
         _field(folder, meta, key, types)
     if meta["mode"] not in ARRAY_FILES:
         raise _meta_error(folder, f"unknown mode {meta['mode']!r}; expected one of "
                                   f"{list(ARRAY_FILES)}")
-    if meta["dim"] < 1 or meta["next_id"] < 0:
-        raise _meta_error(folder, f"dim must be >= 1 and next_id >= 0, got {meta['dim']} and "
-                                  f"{meta['next_id']}")
+    if meta["dim"] < 1 or meta["next_id"] < 0 or meta["classes"] < 0:
+        raise _meta_error(folder, f"dim must be >= 1, next_id and classes >= 0, got "
+                                  f"{meta['dim']}, {meta['next_id']} and {meta['classes']}")
     _field(folder, meta["index"], "kind", (str,), "index.")
     _field(folder, meta["index"], "options", (dict,), "index.")
-    for i, entry in enumerate(meta["classes"]):
-        if not isinstance(entry, dict):
-            raise _meta_error(folder, f"classes[{i}] must be an object, got {entry!r}")
-        for key, types in (("label", (str,)), ("id", (int,)), ("count", (int,))):
-            _field(folder, entry, key, types, f"classes[{i}].")
-        if not 0 <= entry["id"] < meta["next_id"] or entry["count"] < 1:
-            raise _meta_error(folder, f"classes[{i}] ({entry['label']!r}) needs 0 <= id < "
-                                      f"next_id and count >= 1, got {entry}")
-    for key in ("label", "id"):
-        values = [entry[key] for entry in meta["classes"]]
-        if len(set(values)) != len(values):
-            raise _meta_error(folder, f"two classes share one {key}")
     return meta
+
+
+def _read_labels(path: Path, n_classes: int) -> list[str]:
+    """labels.json: a JSON array of n_classes strings (checked as labels by the store)."""
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StoreFormatError(f"{path}: not valid JSON ({error}); {RESTORE}") from None
+    if (not isinstance(labels, list) or len(labels) != n_classes
+            or not all(isinstance(label, str) for label in labels)):
+        raise StoreFormatError(f"{path} must hold a JSON array of {n_classes} strings (the "
+                               f"class count in {META_FILE}); {RESTORE}")
+    return labels
+
+
+def _check_increasing(folder: Path, name: str, ids: np.ndarray, next_id: int) -> None:
+    """ids [N] must increase strictly, within [0, next_id)."""
+    if len(ids) and (ids[0] < 0 or ids[-1] >= next_id or (np.diff(ids) <= 0).any()):
+        raise _meta_error(folder, f"{name} needs increasing ids in [0, next_id={next_id})")
 
 
 def _check_file(path: Path, sha256: Any) -> None:
     if not path.is_file():
-        raise StoreFormatError(f"{path} is missing, so the store is incomplete: {_RESTORE}")
+        raise StoreFormatError(f"{path} is missing, so the store is incomplete: {RESTORE}")
     if _sha256(path) != sha256:
         raise StoreFormatError(f"{path} does not match {META_FILE} (its sha256 differs): it was "
-                               f"replaced or edited; {_RESTORE}")
+                               f"replaced or edited; {RESTORE}")
 
 
-def _read_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+def _read_npy(path: Path, dtype: type, shape: tuple[int, ...], mmap: bool) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise StoreFormatError(f"{path} is not a readable .npy array ({error}); "
-                               f"{_RESTORE}") from None
+                               f"{RESTORE}") from None
     if array.dtype != dtype or array.shape != shape:
         raise StoreFormatError(f"{path} holds {array.dtype} {array.shape}; {META_FILE} needs "
-                               f"{np.dtype(dtype)} {shape}; {_RESTORE}")
+                               f"{np.dtype(dtype)} {shape}; {RESTORE}")
     return array
 
 
-def _check_instance(folder: Path, arrays: dict[str, np.ndarray], class_ids: list[int],
-                    counts: list[int], next_id: int) -> None:
-    """Shots grouped by class in class order, with unique ids below next_id."""
-    expected = np.repeat(np.asarray(class_ids, dtype=np.int64), counts)
-    if not np.array_equal(arrays["vector_classes"], expected):
+def _check_instance(folder: Path, arrays: dict[str, np.ndarray], class_ids: np.ndarray,
+                    counts: np.ndarray, next_id: int) -> None:
+    """Every shot belongs to a class, each class has `counts` shots, shot ids increase."""
+    owners = arrays["vector_classes"]
+    rows = np.minimum(np.searchsorted(class_ids, owners), max(len(class_ids) - 1, 0))
+    if len(owners) and (not len(class_ids) or (class_ids[rows] != owners).any()
+                        or (np.bincount(rows, minlength=len(class_ids)) != counts).any()):
         raise _meta_error(folder, "the class ids and counts do not match vector_classes.npy")
-    ids = arrays["vector_ids"]
-    in_range = len(ids) == 0 or (ids.min() >= 0 and ids.max() < next_id)
-    if len(np.unique(ids)) != len(ids) or not in_range:
-        raise _meta_error(folder, f"vector_ids.npy needs unique ids in [0, next_id={next_id})")
+    _check_increasing(folder, "vector_ids.npy", arrays["vector_ids"], next_id)
 
 
-def _read_index(folder: Path, meta: dict[str, Any], n_rows: int) -> StoreIndex:
-    """index.faiss, checked against the kind, dim, metric and vector count in store.json."""
+def _read_index(folder: Path, meta: dict[str, Any], n_rows: int, mmap: bool) -> StoreIndex:
+    """index.faiss, checked against the kind, dim, metric and vector count in store.json;
+    with `mmap`, its inverted lists (or flat codes) are a read-only memory map."""
     try:
         index = StoreIndex(meta["index"]["kind"], meta["dim"], meta["metric"],
                            **meta["index"]["options"])
@@ -375,16 +420,23 @@ def _read_index(folder: Path, meta: dict[str, Any], n_rows: int) -> StoreIndex:
         raise _meta_error(folder, f"bad index settings: {error}") from None
     path = folder / INDEX_FILE
     try:
-        loaded = faiss.read_index(str(path))
+        loaded = faiss.read_index(str(path), _mmap_flag(index.kind) if mmap else 0)
     except RuntimeError as error:
         raise StoreFormatError(f"{path} could not be read by FAISS ({error}); "
-                               f"{_RESTORE}") from None
+                               f"{RESTORE}") from None
     try:
         index.adopt(loaded)
     except ValueError as error:
         raise StoreFormatError(f"{path} does not match {META_FILE}: {error}; "
-                               f"{_RESTORE}") from None
+                               f"{RESTORE}") from None
     if index.ntotal != n_rows:
         raise StoreFormatError(f"{path} holds {index.ntotal} vectors; {META_FILE} describes "
-                               f"{n_rows}; {_RESTORE}")
+                               f"{n_rows}; {RESTORE}")
     return index
+
+
+def _mmap_flag(kind: str) -> int:
+    """FAISS's read flag that maps an index of `kind` from its file: the inverted lists of an
+    IVF index (`IO_FLAG_MMAP`), the vectors of a flat or HNSW one (`IO_FLAG_MMAP_IFC`; the
+    two cannot be combined). Either index aborts the process if changed: the store refuses."""
+    return faiss.IO_FLAG_MMAP if kind in IVF_KINDS else faiss.IO_FLAG_MMAP_IFC

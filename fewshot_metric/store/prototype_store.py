@@ -1,21 +1,23 @@
 """PrototypeStore: named classes registered from a few embeddings, searched with FAISS.
 
-Two modes. "prototype": one vector per class, the mean of its shots, kept as a float64
-running sum and a count so new shots update it without revisiting old ones; the index holds
-it under the class id. "instance": every shot is its own vector with its own id; a query's
-classes come from its nearest shots (over-fetched and de-duplicated).
+Two modes. "prototype": one vector per class, the mean of its shots, kept as a float32 mean
+and a count so new shots update it without revisiting old ones (the update sums in float64);
+the index holds it under the class id. "instance": every shot is its own vector with its own
+id; a query's classes come from its nearest shots (over-fetched and de-duplicated).
 
 Two metrics, those of `fewshot_metric.distances`: "sqeuclidean" (FAISS L2; distance =
 ||q - v||^2) and "cosine" (inner product over unit-normalised copies; distance = 1 - cos).
 For cosine, shots are normalised before they are summed: a prototype is the mean of the unit
 shots, re-normalised for the index. Smaller distance is closer for both.
 
-Ids are int64, drawn from one counter for classes and shots, and never reused. The store keeps
-its own float32 copy of every index vector (one [n, D] block per class, beside the index's
-own storage, so memory is about twice the vectors'): indexes that cannot remove (HNSW) or
-must be trained (IVF) are rebuilt from it, see `fewshot_metric.store.index_factory`, and
-queries an approximate index cannot fill are answered exactly from it. Every mutating call
-validates everything first and leaves the store unchanged when it fails.
+Ids are int64, drawn from one counter for classes and shots, and never reused. Per-class state
+lives in columns, not Python objects (`fewshot_metric.store.row_table`): a class costs its
+label, a dict entry, 16 bytes of id and count, and its float32 mean (prototype mode) or its
+shots' vectors (instance mode). That table is the store's own copy of the index vectors
+(beside the index's storage): indexes that cannot remove (HNSW) or must be trained (IVF) are
+rebuilt from it chunk by chunk, see `fewshot_metric.store.index_factory`, and queries an
+approximate index cannot fill are answered exactly from it. Every mutating call validates
+everything first and leaves the store unchanged when it fails.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,17 @@ import numpy as np
 
 from fewshot_metric.blas import warn_if_faiss_blas_is_generic
 from fewshot_metric.distances import DISTANCES
-from fewshot_metric.store.index_factory import StoreIndex
+from fewshot_metric.store.index_factory import IndexVectors, StoreIndex
 from fewshot_metric.store.persistence import (
+    LABELS_FILE,
+    RESTORE,
+    ArrayChunks,
     SavedStore,
     StoreFormatError,
     read_store,
     write_store,
 )
+from fewshot_metric.store.row_table import ColumnSpec, RowTable
 
 MODES = ("prototype", "instance")
 UNKNOWN = "unknown"
@@ -47,6 +54,10 @@ UNKNOWN = "unknown"
 
 class IncompatibleEmbedderError(ValueError):
     """The embedder differs (dim, metric or weights) from the one the store was built with."""
+
+
+class ReadOnlyStoreError(ValueError):
+    """A change to a store loaded with mmap=True."""
 
 
 class UnknownClassError(KeyError):
@@ -76,18 +87,6 @@ class SearchResult:
     k: int
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One class: id, shots added, index vectors float32 [n, D] with ids int64 [n] (n = 1 in
-    prototype mode, under the class id), and the float64 [D] shot sum (prototype mode)."""
-
-    id: int
-    count: int
-    vector_ids: np.ndarray
-    vectors: np.ndarray
-    sum: np.ndarray | None = None
-
-
 def check_label(label: object, where: str) -> str:
     """A class label: a str that is not empty or whitespace-only."""
     if not isinstance(label, str):
@@ -97,15 +96,6 @@ def check_label(label: object, where: str) -> str:
         raise ValueError(f"{where} = {label!r} is empty or whitespace-only; give every class a "
                          f"visible name")
     return label
-
-
-def _stack(parts: Iterable[tuple[np.ndarray, np.ndarray]], dim: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors float32 [n_i, D], ids int64 [n_i]) pairs -> vectors [N, D], ids [N]."""
-    parts = list(parts)
-    if not parts:
-        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
-    return np.concatenate([v for v, _ in parts]), np.concatenate([i for _, i in parts])
 
 
 def _refuse_rows(bad: np.ndarray, problem: str, name: str, labels: list[str] | None) -> None:
@@ -134,11 +124,13 @@ class PrototypeStore:
         self._index = StoreIndex(index, int(dim), metric, **index_options)
         self._mode = mode
         self._fingerprint = fingerprint
-        self._entries: dict[str, _Entry] = {}  # label -> entry, insertion order
-        self._owner: dict[int, int] = {}  # vector id -> class id
-        self._label_of: dict[int, str] = {}  # class id -> label
+        self._classes = RowTable(_class_columns(mode, int(dim)))
+        self._shots = RowTable(_shot_columns(int(dim))) if mode == "instance" else None
+        self._labels: list[str] = []  # by class row (a removed class's row keeps its label)
+        self._row_of: dict[str, int] = {}  # label -> class row, live classes only
         self._next_id = 0
         self._max_vectors = 0  # most index vectors of any class
+        self._read_only: str | None = None  # why changes are refused, if they are
         self.info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- description
@@ -173,24 +165,31 @@ class PrototypeStore:
         return self._index.faiss_index
 
     @property
+    def read_only(self) -> bool:
+        """True for a store loaded with mmap=True: it answers searches but cannot change."""
+        return self._read_only is not None
+
+    @property
     def classes(self) -> list[str]:
         """Class labels in insertion order (a rename keeps the position)."""
-        return list(self._entries)
+        return [self._labels[row] for row in self._classes.live_rows().tolist()]
 
     @property
     def counts(self) -> dict[str, int]:
         """Shots added per class, in insertion order."""
-        return {label: entry.count for label, entry in self._entries.items()}
+        rows = self._classes.live_rows()
+        return dict(zip([self._labels[row] for row in rows.tolist()],
+                        self._classes.get("count", rows).tolist(), strict=True))
 
     def count(self, label: str) -> int:
         """The number of shots added to class `label`."""
-        return self._entry(label).count
+        return int(self._classes.get("count", [self._row(label)])[0])
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._classes)
 
     def __contains__(self, label: object) -> bool:
-        return label in self._entries
+        return label in self._row_of
 
     def __repr__(self) -> str:
         return (f"PrototypeStore(dim={self.dim}, metric={self.metric!r}, mode={self.mode!r}, "
@@ -215,139 +214,213 @@ class PrototypeStore:
     def add(self, embeddings: np.ndarray, labels: Sequence[str]) -> None:
         """Adds shots embeddings [N, D] with labels [N] to new or existing classes: all of
         them, or on any error none."""
+        self._check_writable()
         if isinstance(labels, str | bytes):
             raise ValueError(f"labels must be a sequence of N class names, one per row, not a "
                              f"single string {labels!r}; wrap it: [{labels!r}] * N")
         labels = [check_label(label, f"labels[{i}]") for i, label in enumerate(labels)]
-        rows = self._rows(embeddings, "embeddings", labels)
-        if len(labels) != len(rows):
-            raise ValueError(f"got {len(rows)} embeddings but {len(labels)} labels; give one "
+        shots = self._rows(embeddings, "embeddings", labels)
+        if len(labels) != len(shots):
+            raise ValueError(f"got {len(shots)} embeddings but {len(labels)} labels; give one "
                              f"label per row")
-        groups: dict[str, list[int]] = {}
-        for i, label in enumerate(labels):
-            groups.setdefault(label, []).append(i)
-        next_id = self._next_id
-        changes: dict[str, _Entry | None] = {}
-        removed: list[np.ndarray] = []  # vector ids
-        added: list[tuple[np.ndarray, np.ndarray]] = []  # (vectors, vector ids)
-        for label, members in groups.items():
-            old, shots = self._entries.get(label), rows[members]
-            if old is None:
-                class_id, next_id = next_id, next_id + 1
-            else:
-                class_id = old.id
-            count = len(members) + (old.count if old else 0)
-            if self.mode == "prototype":  # replace the class's one vector
-                total = shots.sum(0, dtype=np.float64) + (old.sum if old else 0.0)
-                vectors = self._prototype(total, count, label)
-                ids = np.array([class_id], np.int64)
-                entry = _Entry(class_id, count, ids, vectors, total)
-                if old:
-                    removed.append(old.vector_ids)
-            else:  # append the shots
-                vectors = shots
-                ids = np.arange(next_id, next_id + len(members), dtype=np.int64)
-                next_id += len(members)
-                entry = _Entry(class_id, count, ids, vectors)
-                if old:
-                    entry = _Entry(class_id, count, np.concatenate([old.vector_ids, ids]),
-                                   np.concatenate([old.vectors, vectors]))
-            changes[label] = entry
-            added.append((vectors, ids))
-        self._apply(changes, removed, added)
-        self._next_id = next_id
+        # group the shots by label, groups in order of first appearance
+        group_of: dict[str, int] = {}
+        group = np.fromiter((group_of.setdefault(label, len(group_of)) for label in labels),
+                            np.int64, len(labels))
+        names = list(group_of)
+        order = np.argsort(group, kind="stable")  # shots grouped, groups in order
+        sizes = np.bincount(group, minlength=len(names))
+        firsts = np.cumsum(sizes) - sizes  # first position of each group in `order`
+        old_rows = np.fromiter((self._row_of.get(name, -1) for name in names), np.int64,
+                               len(names))
+        is_new, old = old_rows < 0, np.flatnonzero(old_rows >= 0)
+        counts = sizes.copy()
+        counts[old] += self._classes.get("count", old_rows[old])
+        # ids: a new class takes the next id, then its shots theirs (instance mode)
+        taken = is_new + (sizes if self.mode == "instance" else 0)
+        base = self._next_id + np.cumsum(taken) - taken
+        class_ids = base.copy()
+        class_ids[old] = self._classes.get("id", old_rows[old])
+        means = None
+        if self.mode == "prototype":
+            means = self._means(shots, order, firsts, sizes, counts, old_rows, names)
+            add_vectors, add_ids = self._index_ready(means), class_ids
+            remove_ids = class_ids[old]
+        else:
+            in_group = group[order]
+            add_vectors = shots[order]
+            add_ids = (base + is_new)[in_group] + np.arange(len(shots)) - firsts[in_group]
+            remove_ids = np.zeros(0, np.int64)
+        undo: list[Callable[[], None]] = []
+        try:
+            new = np.flatnonzero(is_new)
+            rows = old_rows.copy()
+            rows[new] = self._append_classes([names[g] for g in new.tolist()], class_ids[new],
+                                             counts[new], None if means is None else means[new],
+                                             undo)
+            if len(old):
+                self._update_classes(old_rows[old], counts[old],
+                                     None if means is None else means[old], undo)
+            if self._shots is not None:
+                n_shot_rows = self._shots.n_rows
+                self._shots.append(id=add_ids, class_row=rows[group[order]], vector=add_vectors)
+                undo.append(lambda: self._shots.truncate(n_shot_rows))
+            self._index.update(remove_ids, add_vectors, add_ids, *self._index_source())
+        except BaseException:
+            self._revert(undo)
+            raise
+        self._next_id = int(base[-1] + taken[-1])
+        self._max_vectors = max(self._max_vectors,
+                                int(counts.max()) if self.mode == "instance" else 1)
+
+    def _means(self, shots: np.ndarray, order: np.ndarray, firsts: np.ndarray,
+               sizes: np.ndarray, counts: np.ndarray, old_rows: np.ndarray,
+               names: list[str]) -> np.ndarray:
+        """The classes' new means float32 [G, D] after adding shots [N, D] (grouped by
+        `order`, group g at firsts[g], sizes[g] shots) to G classes (old_rows[g] >= 0 for an
+        existing one, which then has counts[g] shots in all). The sums are float64."""
+        if len(names) == len(shots):  # one shot per class: the shot is its sum
+            sums = shots[order]
+        else:
+            sums = np.add.reduceat(shots[order], firsts, axis=0, dtype=np.float64)
+        means = (sums / sizes[:, None]).astype(np.float32)
+        old = np.flatnonzero(old_rows >= 0)
+        if len(old):
+            old_counts = counts[old] - sizes[old]
+            old_sums = self._classes.get("mean", old_rows[old]).astype(np.float64)
+            old_sums *= old_counts[:, None]
+            means[old] = (old_sums + sums[old]) / counts[old, None]
+        cancelled = np.flatnonzero(~means.any(1)) if self._normalize else []
+        if len(cancelled):
+            raise ValueError(f"the shots of class {names[cancelled[0]]!r} cancel out: the mean of "
+                             f"their unit vectors is zero, so it has no cosine prototype; add "
+                             f"other shots")
+        return means
+
+    def _append_classes(self, labels: list[str], ids: np.ndarray, counts: np.ndarray,
+                        means: np.ndarray | None, undo: list[Callable[[], None]]) -> np.ndarray:
+        """Appends new classes; returns their rows [G]."""
+        if not labels:
+            return np.zeros(0, np.int64)
+        n_rows = self._classes.n_rows
+        columns = {"id": ids, "count": counts}
+        if means is not None:
+            columns["mean"] = means
+        rows = self._classes.append(**columns)
+
+        def forget() -> None:
+            self._classes.truncate(n_rows)
+            del self._labels[n_rows:]
+            for label in labels:
+                self._row_of.pop(label, None)
+
+        undo.append(forget)
+        self._labels.extend(labels)
+        self._row_of.update(zip(labels, rows.tolist(), strict=True))
+        return rows
+
+    def _update_classes(self, rows: np.ndarray, counts: np.ndarray, means: np.ndarray | None,
+                        undo: list[Callable[[], None]]) -> None:
+        """Sets the counts [R] (and means [R, D]) of existing classes at rows [R]."""
+        names = ["count"] + (["mean"] if means is not None else [])
+        before = {name: self._classes.get(name, rows) for name in names}
+        undo.append(lambda: [self._classes.set(name, rows, before[name]) for name in names])
+        self._classes.set("count", rows, counts)
+        if means is not None:
+            self._classes.set("mean", rows, means)
+
+    def _revert(self, undo: list[Callable[[], None]]) -> None:
+        """Undoes the table changes in `undo` and rebuilds the index from the tables."""
+        for step in reversed(undo):
+            step()
+        self._index.rebuild(*self._index_source())
 
     def remove(self, label: str) -> None:
         """Removes class `label` and its shots; its ids are never reused."""
-        entry = self._entry(label)
-        self._apply({label: None}, [entry.vector_ids], [])
+        self._check_writable()
+        row = self._row(label)
+        rows = np.array([row], np.int64)
+        undo: list[Callable[[], None]] = []
+        try:
+            self._classes.set_live(rows, False)
+            undo.append(lambda: self._classes.set_live(rows, True))
+            del self._row_of[label]
+            undo.append(lambda: self._row_of.__setitem__(label, row))
+            if self._shots is None:
+                remove_ids = self._classes.get("id", rows)
+            else:
+                shot_rows = self._shots.live_rows()
+                shot_rows = shot_rows[self._shots.get("class_row", shot_rows) == row]
+                remove_ids = self._shots.get("id", shot_rows)
+                self._shots.set_live(shot_rows, False)
+                undo.append(lambda: self._shots.set_live(shot_rows, True))
+            self._index.update(remove_ids, np.zeros((0, self.dim), np.float32),
+                               np.zeros(0, np.int64), *self._index_source())
+        except BaseException:
+            self._revert(undo)
+            raise
+        if self.mode == "instance":
+            self._max_vectors = int(self._classes.get("count", self._classes.live_rows())
+                                    .max(initial=0))
+        elif not len(self):
+            self._max_vectors = 0
 
     def rename(self, old: str, new: str) -> None:
         """Renames class `old` to `new` (which must not exist), keeping its id and position."""
-        entry = self._entry(old)
+        self._check_writable()
+        row = self._row(old)
         check_label(new, "the new label")
-        if new in self._entries:
+        if new in self._row_of:
             raise ValueError(f"cannot rename {old!r} to {new!r}: a class {new!r} already exists; "
                              f"remove it first or choose another name")
-        self._entries = {(new if label == old else label): value
-                         for label, value in self._entries.items()}
-        self._label_of[entry.id] = new
+        self._labels[row] = new
+        self._row_of[new] = self._row_of.pop(old)
 
     def set_index(self, kind: str, **options: Any) -> None:
-        """Switches to index `kind` with `options`, rebuilt (and trained) from the stored
-        vectors."""
+        """Switches to index `kind` with `options`. Changing only search-time options (nprobe,
+        efSearch) of the current kind is instant; anything else rebuilds (and trains) the
+        index from the stored vectors."""
         index = StoreIndex(kind, self.dim, self.metric, **options)
-        index.rebuild(*self._vectors(self._entries))
+        if self._index.retune(index):
+            return
+        self._check_writable()
+        index.rebuild(*self._index_source())
         self._index = index
 
-    def _entry(self, label: str) -> _Entry:
-        if label not in self._entries:
-            known = ", ".join(map(repr, list(self._entries)[:10])) or "none"
-            raise UnknownClassError(f"no class {label!r} in the store (classes: {known}"
-                                    f"{', ...' if len(self) > 10 else ''}); check the spelling")
-        return self._entries[label]
+    def _check_writable(self) -> None:
+        if self._read_only is not None:
+            raise ReadOnlyStoreError(self._read_only)
 
-    def _prototype(self, total: np.ndarray, count: int, label: str) -> np.ndarray:
-        """Shot sum float64 [D] and count -> index vector float32 [1, D] (unit for cosine)."""
-        vector = (total / count).astype(np.float32)[None]
-        if self._normalize:
-            if not vector.any():
-                raise ValueError(f"the shots of class {label!r} cancel out: the mean of their "
-                                 f"unit vectors is zero, so it has no cosine prototype; add "
-                                 f"other shots")
-            faiss.normalize_L2(vector)
-        return vector
+    def _row(self, label: str) -> int:
+        """The class row of `label`; UnknownClassError if it is not a class."""
+        if label not in self._row_of:
+            classes = self.classes[:11]
+            known = ", ".join(map(repr, classes[:10])) or "none"
+            raise UnknownClassError(f"no class {label!r} in the store (classes: {known}"
+                                    f"{', ...' if len(classes) > 10 else ''}); check the spelling")
+        return self._row_of[label]
 
     @property
     def _normalize(self) -> bool:
         return DISTANCES[self.metric].normalize_for_index
 
-    def _vectors(self, entries: dict[str, _Entry]) -> tuple[np.ndarray, np.ndarray]:
-        """The index vectors of `entries`: float32 [N, D] and their ids int64 [N]."""
-        return _stack(((e.vectors, e.vector_ids) for e in entries.values()), self.dim)
+    def _index_ready(self, means: np.ndarray) -> np.ndarray:
+        """Class means float32 [G, D] -> the prototypes the index holds (unit copies for
+        cosine)."""
+        if not self._normalize:
+            return means
+        vectors = np.array(means, np.float32, order="C")
+        faiss.normalize_L2(vectors)
+        return vectors
 
-    def _apply(self, changes: dict[str, _Entry | None], removed: list[np.ndarray],
-               added: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Updates the index (removing the vector ids `removed`, adding the (vectors, ids)
-        `added`), then commits `changes` (label -> new entry, or None to drop it). If the index
-        update fails it is rebuilt from the unchanged entries and the error re-raised.
-        Touches only the changed classes, so a change costs O(changed), not O(classes)."""
-
-        def entries_after() -> dict[str, _Entry]:  # only for a rebuild, which is O(N) anyway
-            merged = {**self._entries, **changes}
-            return {label: entry for label, entry in merged.items() if entry is not None}
-
-        remove_ids = np.concatenate(removed) if removed else np.empty(0, np.int64)
-        try:
-            self._index.update(remove_ids, *_stack(added, self.dim),
-                               lambda: self._vectors(entries_after()))
-        except BaseException:
-            self._index.rebuild(*self._vectors(self._entries))
-            raise
-        for label, entry in changes.items():
-            old = self._entries.get(label)
-            if old is not None:
-                for vector_id in old.vector_ids.tolist():
-                    del self._owner[vector_id]
-                del self._label_of[old.id]
-            if entry is None:
-                del self._entries[label]
-            else:
-                self._entries[label] = entry  # an existing label keeps its position
-                self._link(label, entry)
-        if any(entry is None for entry in changes.values()):
-            self._count_max_vectors()
-        else:
-            self._max_vectors = max([self._max_vectors,
-                                     *(len(e.vector_ids) for e in changes.values() if e)])
-
-    def _link(self, label: str, entry: _Entry) -> None:
-        """Registers the ids of a committed entry for search."""
-        self._owner.update(dict.fromkeys(entry.vector_ids.tolist(), entry.id))
-        self._label_of[entry.id] = label
-
-    def _count_max_vectors(self) -> None:
-        self._max_vectors = max((len(e.vector_ids) for e in self._entries.values()), default=0)
+    def _index_source(self) -> tuple[int, IndexVectors]:
+        """How many vectors the index holds, and a callable giving them in chunks:
+        (vectors float32 [n, D], ids int64 [n])."""
+        if self._shots is not None:
+            return len(self._shots), lambda: zip(self._shots.chunks("vector"),
+                                                 self._shots.chunks("id"), strict=True)
+        return len(self._classes), lambda: zip(map(self._index_ready, self._classes.chunks("mean")),
+                                               self._classes.chunks("id"), strict=True)
 
     def _rows(self, embeddings: Any, name: str, labels: list[str] | None = None) -> np.ndarray:
         """Checks embeddings [N, D] -> an index-ready float32 copy [N, D] (unit rows for
@@ -388,28 +461,25 @@ class PrototypeStore:
                 and reject_distance >= 0):
             raise ValueError(f"reject_distance must be a number >= 0 or None, got "
                              f"{reject_distance!r}")
-        if not self._entries:
+        if not len(self):
             raise ValueError("the store has no classes: register classes first with "
                              "store.add(embeddings, labels)")
         queries = self._rows(query_emb, "query_emb")
         k_eff = min(int(k), len(self))
-        n_vectors = self._index.ntotal
         # among (k - 1) * m + 1 shots, with at most m per class, are at least k classes
-        n = min(n_vectors, (k_eff - 1) * self._max_vectors + 1)
-        class_ids, raw = self._nearest_classes(*self._index.search(queries, n), k_eff)
-        short = (class_ids < 0).any(1)
+        n = min(self._index.ntotal, (k_eff - 1) * self._max_vectors + 1)
+        rows, raw = self._nearest_classes(*self._index.search(queries, n), k_eff)
+        short = (rows < 0).any(1)
         if short.any():  # an approximate index found too few vectors: answer those exactly
-            vectors, ids = self._vectors(self._entries)
-            exact_raw, positions = faiss.knn(queries[short], vectors, n,
-                                             metric=self._index.faiss_metric)
-            class_ids[short], raw[short] = self._nearest_classes(exact_raw, ids[positions],
-                                                                 k_eff)
+            rows[short], raw[short] = self._nearest_classes(
+                *self._exact_search(queries[short], n), k_eff)
         distances = (1.0 - raw if DISTANCES[self.metric].larger_is_closer else raw)
         distances = np.maximum(distances, 0.0).astype(np.float32)
         logits = -distances.astype(np.float64) / temperature
         scores = np.exp(logits - logits.max(1, keepdims=True))
         scores /= scores.sum(1, keepdims=True)
-        labels = [[self._label_of[c] for c in row] for row in class_ids.tolist()]
+        labels = [[self._labels[row] for row in line] for line in rows.tolist()]
+        class_ids = self._classes.get("id", rows.ravel()).reshape(rows.shape)
         rejected = np.zeros(len(queries), bool)
         if reject_distance is not None:
             rejected = distances[:, 0] > reject_distance
@@ -418,30 +488,45 @@ class PrototypeStore:
         return SearchResult(labels, class_ids, distances, scores.astype(np.float32), rejected,
                             k_eff)
 
+    def _exact_search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the index vectors, chunk by chunk: queries [Q, D] -> raw scores
+        [Q, n] and vector ids [Q, n], as `StoreIndex.search` gives them."""
+        larger_is_closer = DISTANCES[self.metric].larger_is_closer
+        heap = faiss.ResultHeap(len(queries), n, keep_max=larger_is_closer)
+        for vectors, ids in self._index_source()[1]():
+            raw, positions = faiss.knn(queries, np.ascontiguousarray(vectors),
+                                       min(n, len(vectors)), metric=self._index.faiss_metric)
+            heap.add_result(raw, ids[positions])
+        heap.finalize()
+        return heap.D, heap.I
+
     def _nearest_classes(self, raw: np.ndarray, vector_ids: np.ndarray, k: int
                          ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS results raw [Q, n], vector ids [Q, n] (nearest first, -1 = none) -> the first
-        k distinct classes: class ids int64 [Q, k] (-1 where too few) and their raw scores."""
-        class_ids = np.full((len(raw), k), -1, np.int64)
+        k distinct classes: class rows int64 [Q, k] (-1 where too few) and their raw scores."""
+        found = np.logical_and.accumulate(vector_ids >= 0, axis=1)  # up to the first -1
+        hits = np.full(vector_ids.shape, -1, np.int64)
+        if self._shots is None:  # one vector per class, under the class id: no repeats
+            hits[found] = self._classes.find("id", vector_ids[found])
+        else:
+            hits[found] = self._shots.get("class_row", self._shots.find("id", vector_ids[found]))
+        rows = np.full((len(raw), k), -1, np.int64)
         scores = np.zeros((len(raw), k), np.float32)
-        if self.mode == "prototype":  # one vector per class, under the class id: no repeats
+        if self._shots is None:
             n = min(k, raw.shape[1])
-            found = np.logical_and.accumulate(vector_ids[:, :n] >= 0, axis=1)  # up to the first -1
-            class_ids[:, :n] = np.where(found, vector_ids[:, :n], -1)
-            scores[:, :n] = np.where(found, raw[:, :n], 0.0)
-            return class_ids, scores
-        for q, (row_raw, row_ids) in enumerate(zip(raw.tolist(), vector_ids.tolist(),
-                                                   strict=True)):
-            found: list[int] = []
-            for score, vector_id in zip(row_raw, row_ids, strict=True):
-                if vector_id < 0 or len(found) == k:
+            rows[:, :n] = hits[:, :n]
+            scores[:, :n] = np.where(hits[:, :n] >= 0, raw[:, :n], 0.0)
+            return rows, scores
+        for q, (line_raw, line_rows) in enumerate(zip(raw.tolist(), hits.tolist(), strict=True)):
+            seen: list[int] = []
+            for score, row in zip(line_raw, line_rows, strict=True):
+                if row < 0 or len(seen) == k:
                     break
-                class_id = self._owner[vector_id]
-                if class_id not in found:
-                    scores[q, len(found)] = score
-                    found.append(class_id)
-            class_ids[q, :len(found)] = found
-        return class_ids, scores
+                if row not in seen:
+                    scores[q, len(seen)] = score
+                    seen.append(row)
+            rows[q, :len(seen)] = seen
+        return rows, scores
 
     def pick_rejection_threshold(self, known_emb: np.ndarray, unknown_emb: np.ndarray,
                                  false_accept_rate: float) -> float:
@@ -472,6 +557,7 @@ class PrototypeStore:
     def save(self, path: str | Path, lock_timeout: float = 5.0) -> None:
         """Writes the store to folder `path` atomically (see `fewshot_metric.store.persistence`);
         waits up to `lock_timeout` s for another process saving or loading it."""
+        self._check_writable()
         if not isinstance(self.info, dict):
             raise ValueError(f"store.info must be a dict, got {type(self.info).__name__}")
         try:
@@ -479,44 +565,77 @@ class PrototypeStore:
         except (TypeError, ValueError) as error:
             raise ValueError(f"store.info must hold JSON values only (str, number, bool, None, "
                              f"list, dict): {error}") from None
-        entries = list(self._entries.values())
-        counts = [e.count for e in entries]
-        if self.mode == "prototype":
-            sums = np.stack([e.sum for e in entries]) if entries else np.empty((0, self.dim))
-            arrays = {"sums": sums}
+        rows = self._classes.live_rows()
+        arrays: dict[str, ArrayChunks]
+        if self._shots is None:
+            arrays = {"means": ArrayChunks(np.float32, (len(rows), self.dim),
+                                           partial(self._classes.chunks, "mean"))}
         else:
-            vectors, vector_ids = self._vectors(self._entries)
-            class_ids = np.repeat(np.array([e.id for e in entries], np.int64), counts)
-            arrays = {"vectors": vectors, "vector_ids": vector_ids, "vector_classes": class_ids}
+            n = len(self._shots)
+            arrays = {
+                "vectors": ArrayChunks(np.float32, (n, self.dim),
+                                       partial(self._shots.chunks, "vector")),
+                "vector_ids": ArrayChunks(np.int64, (n,), partial(self._shots.chunks, "id")),
+                "vector_classes": ArrayChunks(np.int64, (n,), lambda: (
+                    self._classes.get("id", chunk) for chunk in self._shots.chunks("class_row"))),
+            }
         write_store(path, SavedStore(self.dim, self.metric, self.mode, self.fingerprint,
-                                     self.info, self._next_id, self.classes,
-                                     [e.id for e in entries], counts, arrays, self._index),
+                                     self.info, self._next_id,
+                                     [self._labels[row] for row in rows.tolist()],
+                                     self._classes.get("id", rows),
+                                     self._classes.get("count", rows), arrays, self._index),
                     lock_timeout)
 
     @classmethod
-    def load(cls, path: str | Path, lock_timeout: float = 5.0) -> PrototypeStore:
-        """Reads a store saved by `save`; StoreFormatError names a missing or corrupt file."""
-        saved = read_store(path, lock_timeout)
+    def load(cls, path: str | Path, lock_timeout: float = 5.0, mmap: bool = False
+             ) -> PrototypeStore:
+        """Reads a store saved by `save`; StoreFormatError names a missing or corrupt file.
+
+        mmap=True maps the class table and the IVF index's lists (flat codes too) from the
+        store's files instead of reading them into memory: a store much larger than memory
+        answers searches, paging in what they touch. Such a store is read-only (changing
+        search-time options with `set_index` still works)."""
+        saved = read_store(path, lock_timeout, mmap)
         store = cls(saved.dim, saved.metric, saved.mode, saved.index.kind, saved.fingerprint,
                     **saved.index.options)
         store._index, store._next_id, store.info = saved.index, saved.next_id, saved.info
-        rows = 0
-        for i, (label, class_id, count) in enumerate(zip(saved.labels, saved.class_ids,
-                                                         saved.counts, strict=True)):
+        for i, label in enumerate(saved.labels):
             try:
-                check_label(label, f"classes[{i}].label")
+                check_label(label, f"labels[{i}]")
             except ValueError as error:
-                raise StoreFormatError(f"{saved.source}/store.json: {error}") from None
-            if store.mode == "prototype":
-                total = saved.arrays["sums"][i]
-                entry = _Entry(class_id, count, np.array([class_id], np.int64),
-                               store._prototype(total, count, label), total)
-            else:
-                span = slice(rows, rows + count)
-                rows += count
-                entry = _Entry(class_id, count, saved.arrays["vector_ids"][span],
-                               saved.arrays["vectors"][span])
-            store._entries[label] = entry
-            store._link(label, entry)
-        store._count_max_vectors()
+                raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: {error}") from None
+        store._labels = saved.labels
+        store._row_of = {label: row for row, label in enumerate(saved.labels)}
+        if len(store._row_of) != len(saved.labels):
+            raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: two classes share one label; "
+                                   f"{RESTORE}")
+        columns = {"id": saved.class_ids, "count": saved.counts}
+        if store.mode == "prototype":
+            store._classes = RowTable.from_arrays(_class_columns(store.mode, store.dim),
+                                                  {**columns, "mean": saved.arrays["means"]})
+            store._max_vectors = 1 if len(store) else 0
+        else:
+            store._classes = RowTable.from_arrays(_class_columns(store.mode, store.dim), columns)
+            class_rows = np.searchsorted(saved.class_ids, saved.arrays["vector_classes"])
+            store._shots = RowTable.from_arrays(_shot_columns(store.dim), {
+                "id": saved.arrays["vector_ids"], "class_row": class_rows,
+                "vector": saved.arrays["vectors"]})
+            store._max_vectors = int(saved.counts.max(initial=0))
+        if mmap:
+            store._read_only = (f"the store {saved.source} was loaded with mmap=True, which is "
+                                f"read-only; load it with PrototypeStore.load(path) to change it")
         return store
+
+
+def _class_columns(mode: str, dim: int) -> ColumnSpec:
+    """The class table: id, shot count, and in prototype mode the float32 mean [D] of the
+    shots (of their unit vectors for cosine)."""
+    columns: ColumnSpec = {"id": (np.int64, ()), "count": (np.int64, ())}
+    if mode == "prototype":
+        columns["mean"] = (np.float32, (dim,))
+    return columns
+
+
+def _shot_columns(dim: int) -> ColumnSpec:
+    """The shot table (instance mode): id, class row, index-ready vector [D]."""
+    return {"id": (np.int64, ()), "class_row": (np.int64, ()), "vector": (np.float32, (dim,))}

@@ -246,8 +246,8 @@ def write_bad_checkpoints(checkpoint: Path, folder: Path) -> dict[str, Path]:
     return paths
 
 
-DAMAGED_STORES = ("missing_meta", "meta_not_json", "meta_class_removed", "meta_label_blank",
-                  "index_missing", "sums_edited", "not_a_store")
+DAMAGED_STORES = ("missing_meta", "meta_not_json", "meta_class_removed", "label_blank",
+                  "index_missing", "means_edited", "not_a_store")
 
 
 def write_damaged_stores(store: Path, folder: Path) -> dict[str, Path]:
@@ -260,14 +260,14 @@ def write_damaged_stores(store: Path, folder: Path) -> dict[str, Path]:
     meta = json.loads((store / "store.json").read_text(encoding="utf-8"))
     (paths["missing_meta"] / "store.json").unlink()
     (paths["meta_not_json"] / "store.json").write_text("{ this is not JSON")
-    removed = {**meta, "classes": meta["classes"][:-1]}
+    removed = {**meta, "classes": meta["classes"] - 1}
     (paths["meta_class_removed"] / "store.json").write_text(json.dumps(removed))
-    blank = {**meta, "classes": [{**meta["classes"][0], "label": "   "}, *meta["classes"][1:]]}
-    (paths["meta_label_blank"] / "store.json").write_text(json.dumps(blank))
+    labels = json.loads((store / "labels.json").read_text(encoding="utf-8"))
+    (paths["label_blank"] / "labels.json").write_text(json.dumps(["   ", *labels[1:]]))
     (paths["index_missing"] / "index.faiss").unlink()
-    sums = bytearray((paths["sums_edited"] / "sums.npy").read_bytes())
-    sums[-1] ^= 0xFF
-    (paths["sums_edited"] / "sums.npy").write_bytes(bytes(sums))
+    means = bytearray((paths["means_edited"] / "means.npy").read_bytes())
+    means[-1] ^= 0xFF
+    (paths["means_edited"] / "means.npy").write_bytes(bytes(means))
     paths["not_a_store"].mkdir()
     (paths["not_a_store"] / "notes.txt").write_text("my notes\n")
     return paths

@@ -98,11 +98,11 @@ def _clear_leftovers(folder: Path, pattern: str) -> int:
 # ---------------------------------------------------------------------------------- stores
 def store_versions(kind: str, seed: int) -> dict[str, PrototypeStore]:
     """An old and a new version of one store. "small": instance mode, 30 classes x 3 shots
-    (a save is mostly its fsyncs); "large": prototype mode, 10,000 classes of dim 64 (about
-    8 MB, so a kill often lands mid-write). The new one lost a class, gained one and has more
+    (a save is mostly its fsyncs); "large": prototype mode, 40,000 classes of dim 64 (about
+    11 MB, so a kill often lands mid-write). The new one lost a class, gained one and has more
     shots in another; `info` names the version."""
     mode, n_classes, shots, dim = (("instance", 30, 3, 16) if kind == "small" else
-                                   ("prototype", 10_000, 1, 64))
+                                   ("prototype", 40_000, 1, 64))
     rng = np.random.default_rng(seed)
     labels = [f"c{i}" for i in range(n_classes)] * shots
     vectors = rng.normal(size=(len(labels), dim)).astype(np.float32)

@@ -40,7 +40,7 @@ def _save_and_report(store: PrototypeStore, path: Path, lock_timeout: float, bar
 
 
 def test_two_processes_saving_one_store_serialise_or_one_is_refused(tmp_path: Path) -> None:
-    """Each round two processes save different versions of a store (10,000 classes, about 0.1
+    """Each round two processes save different versions of a store (40,000 classes, about 0.07
     s a save) to one folder at once. With a short lock_timeout the second is refused with
     StoreLockedError and the first's store is on disk; with a long one both save in turn and
     the last one's store is on disk. Either way it loads whole, and nothing is left over."""

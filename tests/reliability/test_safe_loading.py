@@ -174,12 +174,13 @@ def test_labels_never_become_paths(tiny_checkpoint: Path, tmp_path: Path, monkey
     classifier.register_many({label: [good["h0"]] for label in VALID_UNUSUAL_LABELS.values()})
     classifier.save(work / "instance")
 
+    COMMON_FILES = ("store.json", "labels.json", "class_ids.npy", "class_counts.npy",
+                    "index.faiss")
     assert set(tmp_path.rglob("*")) - before == {
         store, work / "store.lock", *(store / name for name in (
-            "store.json", "index.faiss", "sums.npy")),
+            *COMMON_FILES, "means.npy")),
         work / "instance", work / "instance.lock", *(work / "instance" / name for name in (
-            "store.json", "index.faiss", "vectors.npy", "vector_ids.npy",
-            "vector_classes.npy"))}
+            *COMMON_FILES, "vectors.npy", "vector_ids.npy", "vector_classes.npy"))}
     assert absolute.exists() == absolute_existed
     assert PrototypeStore.load(store).classes == PATH_LIKE_LABELS
     assert PrototypeStore.load(work / "instance").classes == list(VALID_UNUSUAL_LABELS.values())

@@ -151,7 +151,7 @@ def test_a_failed_index_update_is_rolled_back(monkeypatch, kind):
     store = two_class_store(index=kind)
     before = snapshot(store)
 
-    def half_done(self, remove_ids, add_vectors, add_ids, all_vectors):
+    def half_done(self, remove_ids, add_vectors, add_ids, n_after, all_vectors):
         self.faiss_index.add_with_ids(add_vectors, add_ids)  # half of the work, then a crash
         raise MemoryError("out of memory")
 
@@ -199,10 +199,9 @@ def test_load_with_store_json_garbage(saved):
     (lambda m: m.update(dim="two"), r"key 'dim' must be int, got 'two'"),
     (lambda m: m.pop("classes"), r"key 'classes' is missing"),
     (lambda m: m.update(version=99), "version 99; this fewshot_metric reads"),
-    (lambda m: m["classes"][0].update(label=" "), r"classes\[0\]\.label = ' ' is empty"),
-    (lambda m: m["classes"][1].update(label="a"), "two classes share one label"),
+    (lambda m: m.update(classes=3), r"labels\.json must hold a JSON array of 3 strings"),
     (lambda m: m["index"].update(kind="hnsw"), r"index\.faiss does not match store\.json"),
-    (lambda m: m.update(dim=3), r"sums\.npy holds float64 \(2, 2\); store\.json needs"),
+    (lambda m: m.update(dim=3), r"means\.npy holds float32 \(2, 2\); store\.json needs"),
 ])
 def test_load_with_edited_store_json(saved, edit, message):
     meta = json.loads((saved / "store.json").read_text(encoding="utf-8"))
@@ -217,13 +216,48 @@ def test_load_with_edited_store_json(saved, edit, message):
         PrototypeStore.load(saved)
 
 
-def test_a_hand_edited_count_is_detected(saved):
-    """A count changed by hand would silently change the class's mean: refused."""
-    meta = json.loads((saved / "store.json").read_text(encoding="utf-8"))
-    meta["classes"][0]["count"] += 1
-    (saved / "store.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    with pytest.raises(StoreFormatError, match=r"store\.json: its content does not match"):
+def resign(folder, name):
+    """Records the current sha256 of file `name` in store.json, as a careful hand edit would."""
+    meta = json.loads((folder / "store.json").read_text(encoding="utf-8"))
+    meta["files"][name] = persistence._sha256(folder / name)
+    meta["meta_sha256"] = persistence._meta_digest(meta)
+    (folder / "store.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ('[" ", "b"]', r"labels\.json: labels\[0\] = ' ' is empty"),
+    ('["a", "a"]', r"labels\.json: two classes share one label"),
+    ('["a", 7]', r"labels\.json must hold a JSON array of 2 strings"),
+    ('{"a": 1}', r"labels\.json must hold a JSON array of 2 strings"),
+    ('["a", "b"', r"labels\.json: not valid JSON"),
+])
+def test_load_with_edited_labels(saved, labels, message):
+    (saved / "labels.json").write_text(labels, encoding="utf-8")
+    with pytest.raises(StoreFormatError, match=r"labels\.json does not match store\.json"):
         PrototypeStore.load(saved)
+    resign(saved, "labels.json")  # an edit that also updates the checksums meets the checks
+    with pytest.raises(StoreFormatError, match=message):
+        PrototypeStore.load(saved)
+
+
+@pytest.mark.parametrize(("name", "array", "message"), [
+    ("class_counts.npy", np.array([2, 1]), "does not match store.json"),
+    ("class_counts.npy", np.array([0, 1]), "class_counts.npy holds a count below 1"),
+    ("class_ids.npy", np.array([1, 0]), r"class_ids\.npy needs increasing ids in \[0, next_id=2\)"),
+    ("class_ids.npy", np.array([0, 5]), r"class_ids\.npy needs increasing ids"),
+    ("class_ids.npy", np.array([0.0, 1.0]), r"class_ids\.npy holds float64 \(2,\); store\.json "
+                                            r"needs int64 \(2,\)"),
+])
+def test_load_with_edited_class_columns(saved, name, array, message):
+    """A count changed by hand would silently change the class's mean: refused, as are ids
+    out of order or range."""
+    np.save(saved / name, array, allow_pickle=False)
+    with pytest.raises(StoreFormatError, match=rf"{name} does not match store\.json"):
+        PrototypeStore.load(saved)
+    if message != "does not match store.json":
+        resign(saved, name)
+        with pytest.raises(StoreFormatError, match=message):
+            PrototypeStore.load(saved)
 
 
 def test_load_with_index_missing_or_mismatched(saved, tmp_path):

@@ -74,8 +74,9 @@ def test_saved_grown_saved_again_loads_everything(tmp_path, blobs):
     assert loaded.classes == [f"c{i}" for i in range(6)] + ["late"]
     assert loaded.counts == {**{f"c{i}": 2 for i in range(6)}, "late": 1}
     assert sorted(os.listdir(tmp_path)) == ["s", "s.lock"]  # no temp or backup left over
-    assert sorted(os.listdir(tmp_path / "s")) == ["index.faiss", "store.json", "vector_classes.npy",
-                                                  "vector_ids.npy", "vectors.npy"]
+    assert sorted(os.listdir(tmp_path / "s")) == [
+        "class_counts.npy", "class_ids.npy", "index.faiss", "labels.json", "store.json",
+        "vector_classes.npy", "vector_ids.npy", "vectors.npy"]
 
 
 def test_rename_and_remove_survive_save_and_ids_are_not_reused(tmp_path):
@@ -97,7 +98,9 @@ def test_labels_never_become_paths(tmp_path):
     store = PrototypeStore(2)
     store.add(np.arange(16, dtype=np.float32).reshape(8, 2) * 3, labels)
     store.save(tmp_path / "s")
-    assert sorted(os.listdir(tmp_path / "s")) == ["index.faiss", "store.json", "sums.npy"]
+    assert sorted(os.listdir(tmp_path / "s")) == [
+        "class_counts.npy", "class_ids.npy", "index.faiss", "labels.json", "means.npy",
+        "store.json"]
     assert sorted(os.listdir(tmp_path)) == ["s", "s.lock"]
     loaded = PrototypeStore.load(tmp_path / "s")
     assert loaded.classes == labels
@@ -163,14 +166,18 @@ def test_store_json_records_the_format(tmp_path):
     store.add(np.array([[1.0, 2.0], [3.0, 4.0]]), ["x", "x"])
     store.save(tmp_path / "s")
     meta = json.loads((tmp_path / "s" / "store.json").read_text(encoding="utf-8"))
-    assert meta["format"] == "fewshot_metric.prototype_store" and meta["version"] == 1
+    assert meta["format"] == "fewshot_metric.prototype_store" and meta["version"] == 2
     assert (meta["dim"], meta["metric"], meta["mode"], meta["fingerprint"]) == (
         2, "sqeuclidean", "prototype", "abc")
     assert meta["index"] == {"kind": "hnsw", "options": {"M": 4, "efConstruction": 40,
                                                          "efSearch": 64}}
-    assert meta["classes"] == [{"label": "x", "id": 0, "count": 2}] and meta["next_id"] == 1
-    sums = np.load(tmp_path / "s" / "sums.npy", allow_pickle=False)
-    np.testing.assert_array_equal(sums, [[4.0, 6.0]])
+    assert meta["classes"] == 1 and meta["next_id"] == 1
+    assert json.loads((tmp_path / "s" / "labels.json").read_text(encoding="utf-8")) == ["x"]
+    columns = {name: np.load(tmp_path / "s" / f"{name}.npy", allow_pickle=False)
+               for name in ("class_ids", "class_counts", "means")}
+    assert columns["class_ids"].tolist() == [0] and columns["class_counts"].tolist() == [2]
+    assert columns["means"].dtype == np.float32
+    np.testing.assert_array_equal(columns["means"], [[2.0, 3.0]])
 
 
 def test_a_save_waits_for_another_process_to_release_the_lock(tmp_path):
