@@ -228,9 +228,11 @@ class PrototypeStore:
         group = np.fromiter((group_of.setdefault(label, len(group_of)) for label in labels),
                             np.int64, len(labels))
         names = list(group_of)
-        order = np.argsort(group, kind="stable")  # shots grouped, groups in order
+        if (np.diff(group) < 0).any():  # not yet grouped (one shot per class always is)
+            order = np.argsort(group, kind="stable")
+            shots, group = shots[order], group[order]
         sizes = np.bincount(group, minlength=len(names))
-        firsts = np.cumsum(sizes) - sizes  # first position of each group in `order`
+        firsts = np.cumsum(sizes) - sizes  # first shot of each group
         old_rows = np.fromiter((self._row_of.get(name, -1) for name in names), np.int64,
                                len(names))
         is_new, old = old_rows < 0, np.flatnonzero(old_rows >= 0)
@@ -243,13 +245,12 @@ class PrototypeStore:
         class_ids[old] = self._classes.get("id", old_rows[old])
         means = None
         if self.mode == "prototype":
-            means = self._means(shots, order, firsts, sizes, counts, old_rows, names)
+            means = self._means(shots, firsts, sizes, counts, old_rows, names)
             add_vectors, add_ids = self._index_ready(means), class_ids
             remove_ids = class_ids[old]
         else:
-            in_group = group[order]
-            add_vectors = shots[order]
-            add_ids = (base + is_new)[in_group] + np.arange(len(shots)) - firsts[in_group]
+            add_vectors = shots
+            add_ids = (base + is_new)[group] + np.arange(len(shots)) - firsts[group]
             remove_ids = np.zeros(0, np.int64)
         undo: list[Callable[[], None]] = []
         try:
@@ -263,7 +264,7 @@ class PrototypeStore:
                                      None if means is None else means[old], undo)
             if self._shots is not None:
                 n_shot_rows = self._shots.n_rows
-                self._shots.append(id=add_ids, class_row=rows[group[order]], vector=add_vectors)
+                self._shots.append(id=add_ids, class_row=rows[group], vector=add_vectors)
                 undo.append(lambda: self._shots.truncate(n_shot_rows))
             self._index.update(remove_ids, add_vectors, add_ids, *self._index_source())
         except BaseException:
@@ -273,17 +274,16 @@ class PrototypeStore:
         self._max_vectors = max(self._max_vectors,
                                 int(counts.max()) if self.mode == "instance" else 1)
 
-    def _means(self, shots: np.ndarray, order: np.ndarray, firsts: np.ndarray,
-               sizes: np.ndarray, counts: np.ndarray, old_rows: np.ndarray,
-               names: list[str]) -> np.ndarray:
-        """The classes' new means float32 [G, D] after adding shots [N, D] (grouped by
-        `order`, group g at firsts[g], sizes[g] shots) to G classes (old_rows[g] >= 0 for an
-        existing one, which then has counts[g] shots in all). The sums are float64."""
-        if len(names) == len(shots):  # one shot per class: the shot is its sum
-            sums = shots[order]
+    def _means(self, shots: np.ndarray, firsts: np.ndarray, sizes: np.ndarray,
+               counts: np.ndarray, old_rows: np.ndarray, names: list[str]) -> np.ndarray:
+        """The new means float32 [G, D] of G classes after adding shots [N, D] (grouped:
+        group g from firsts[g], sizes[g] shots; old_rows[g] >= 0 for an existing class, which
+        then has counts[g] shots in all). Sums are float64; the array may be `shots` itself."""
+        if len(names) == len(shots):  # one shot per class: the shot is its mean
+            sums = means = shots
         else:
-            sums = np.add.reduceat(shots[order], firsts, axis=0, dtype=np.float64)
-        means = (sums / sizes[:, None]).astype(np.float32)
+            sums = np.add.reduceat(shots, firsts, axis=0, dtype=np.float64)
+            means = (sums / sizes[:, None]).astype(np.float32)
         old = np.flatnonzero(old_rows >= 0)
         if len(old):
             old_counts = counts[old] - sizes[old]
