@@ -520,7 +520,7 @@ def bench_bytes(lab: Lab, args: argparse.Namespace) -> dict:
     print(f"\n### Bytes per class at {n_classes:,} classes (prototype mode)\n")
     print("memory: VmRSS after building minus before (one new process per D, every store kept "
           "to its end; gc and malloc_trim before each reading); disk: the saved folder "
-          "(store.json, sums.npy, index.faiss)\n")
+          "(store.json, labels.json, the .npy columns, index.faiss)\n")
     print("| D | index | options | memory B/class | disk B/class | of which index.faiss | "
           "one float32 vector |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")

@@ -235,11 +235,12 @@ class FewShotClassifier:
 
     @classmethod
     def load(cls, path: str | Path, checkpoint: str | Path | None = None,
-             device: str | None = None) -> FewShotClassifier:
+             device: str | None = None, mmap: bool = False) -> FewShotClassifier:
         """Loads a saved classifier. The checkpoint is the one it was saved with unless
         `checkpoint` is given; a checkpoint of another model is refused
-        (IncompatibleEmbedderError). `device` as in `from_checkpoint`."""
-        store = PrototypeStore.load(path)
+        (IncompatibleEmbedderError). `device` as in `from_checkpoint`; `mmap=True` serves the
+        store from its files, read-only (see `PrototypeStore.load`)."""
+        store = PrototypeStore.load(path, mmap=mmap)
         if checkpoint is None:
             checkpoint = store.info.get("checkpoint")
             if checkpoint is None:

@@ -137,7 +137,7 @@ def _register(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
 
-    classifier = FewShotClassifier.load(args.store, args.checkpoint, args.device)
+    classifier = FewShotClassifier.load(args.store, args.checkpoint, args.device, args.mmap)
     if not len(classifier):
         raise ValueError(f"the store {args.store} has no classes yet: add some with "
                          f"`fewshot-metric register --store {args.store}`")
@@ -163,7 +163,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     from fewshot_metric.store.persistence import store_exists
 
     if args.action == "info":
-        _print_info(args, PrototypeStore.load(args.store))
+        _print_info(args, PrototypeStore.load(args.store, mmap=True))  # reads only what it shows
         return 0
     if not store_exists(args.store):
         PrototypeStore.load(args.store)  # the error that says what is missing
@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="override the checkpoint the store remembers")
     p.add_argument("--reject-distance", type=float,
                    help="answer 'unknown' beyond this distance (default: the store's)")
+    p.add_argument("--mmap", action="store_true", help="map the store from its files instead "
+                   "of reading it into memory (for stores larger than memory)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,7 +14,12 @@ from fewshot_metric import Embedder, FewShotClassifier
 from fewshot_metric.classifier import default_mode, list_images
 from fewshot_metric.distances import build_distance
 from fewshot_metric.model import FewShotModel
-from fewshot_metric.store import IncompatibleEmbedderError, PrototypeStore, UnknownClassError
+from fewshot_metric.store import (
+    IncompatibleEmbedderError,
+    PrototypeStore,
+    ReadOnlyStoreError,
+    UnknownClassError,
+)
 from fewshot_metric.training.checkpoint import save_checkpoint
 
 
@@ -101,6 +106,11 @@ def test_save_load_round_trip_remembers_checkpoint_and_rejection(
     loaded = FewShotClassifier.load(tmp_path / "store")
     assert loaded.store.info["checkpoint"] == str(Path(classifier.embedder.source).resolve())
     assert loaded.query(queries, k=3) == classifier.query(queries, k=3)
+    mapped = FewShotClassifier.load(tmp_path / "store", mmap=True)
+    assert mapped.query(queries, k=3) == classifier.query(queries, k=3)
+    with pytest.raises(ReadOnlyStoreError, match="loaded with mmap=True"):
+        mapped.register("new", queries[:1])
+    assert "new" not in mapped
 
     loaded.reject_distance = 0.0  # every query is farther than 0: all unknown
     loaded.save(tmp_path / "store")

@@ -35,6 +35,9 @@ def test_register_query_and_edit_a_store(tiny_checkpoint: Path, glyph_images: Pa
     expected = FewShotClassifier.load(store).query(list_images([glyph_images / "glyph00801"]),
                                                    k=2)
     assert answers == [p.to_dict() for p in expected]
+    assert main(["query", "--store", store, str(glyph_images / "glyph00801"), "--k", "2",
+                 "--json", "--quiet", "--mmap"]) == 0  # served from the files: same answers
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == answers
 
     assert main(["query", "--store", store, files(glyph_images, "glyph00802")[0], "--k", "3",
                  "--quiet"]) == 0
