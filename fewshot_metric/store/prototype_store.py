@@ -394,7 +394,7 @@ class PrototypeStore:
     def _row(self, label: str) -> int:
         """The class row of `label`; UnknownClassError if it is not a class."""
         if label not in self._row_of:
-            classes = self.classes[:11]
+            classes = [self._labels[row] for row in self._classes.live_rows()[:11].tolist()]
             known = ", ".join(map(repr, classes[:10])) or "none"
             raise UnknownClassError(f"no class {label!r} in the store (classes: {known}"
                                     f"{', ...' if len(classes) > 10 else ''}); check the spelling")
