@@ -160,13 +160,13 @@ class StoreIndex:
         self.faiss_index = index
 
     def retune(self, other: StoreIndex) -> bool:
-        """Takes `other`'s search-time options if it differs from this index in nothing else
-        (same kind, dim, metric, build options); returns whether it did."""
+        """Takes `other`'s search-time options if they differ and nothing else does (same
+        kind, dim, metric, build options); returns whether it did."""
         def build(index: StoreIndex) -> tuple:
             options = {k: v for k, v in index.options.items() if k not in SEARCH_OPTIONS}
             return index.kind, index.dim, index.metric, options
 
-        if build(other) != build(self):
+        if build(other) != build(self) or other.options == self.options:
             return False
         self.options = dict(other.options)
         self._configure(self.faiss_index)
@@ -182,6 +182,20 @@ class StoreIndex:
             index.train(training_sample(n, chunks, max_points))
         for vectors, ids in chunks():
             index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        self.faiss_index = index
+
+    def refill(self, n: int, chunks: IndexVectors) -> None:
+        """Replaces the index's vectors by the n that `chunks` gives. A trained IVF index keeps
+        its training (centroids, codebooks) whatever n is, so its answers do not change;
+        other indexes are rebuilt."""
+        if self.kind not in IVF_KINDS or self.waiting:
+            self.rebuild(n, chunks)
+            return
+        index = faiss.clone_index(self.faiss_index)
+        index.reset()
+        for vectors, ids in chunks():
+            index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        self._configure(index)
         self.faiss_index = index
 
     def update(self, remove_ids: np.ndarray, add_vectors: np.ndarray, add_ids: np.ndarray,

@@ -289,7 +289,7 @@ def read_store(path: str | Path, lock_timeout: float, mmap: bool = False) -> Sav
         counts = _read_npy(folder / "class_counts.npy", np.int64, (n_classes,), mmap)
         _check_increasing(folder, "class_ids.npy", class_ids, meta["next_id"])
         if n_classes and counts.min() < 1:
-            raise _meta_error(folder, "class_counts.npy holds a count below 1")
+            raise _file_error(folder / "class_counts.npy", "holds a count below 1")
         n_rows = n_classes if mode == "prototype" else int(counts.sum())
         shapes = {"means": (np.float32, (n_rows, dim)), "vectors": (np.float32, (n_rows, dim)),
                   "vector_ids": (np.int64, (n_rows,)), "vector_classes": (np.int64, (n_rows,))}
@@ -300,6 +300,12 @@ def read_store(path: str | Path, lock_timeout: float, mmap: bool = False) -> Sav
         index = _read_index(folder, meta, n_rows, mmap)
     return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["info"],
                       meta["next_id"], labels, class_ids, counts, arrays, index, folder)
+
+
+def _file_error(path: Path, detail: str) -> StoreFormatError:
+    """A store file whose content is inconsistent (its sha256 matched: written so, or edited
+    with store.json updated to match)."""
+    return StoreFormatError(f"{path} {detail}; the file was edited or is corrupt: {RESTORE}")
 
 
 def _meta_error(folder: Path, detail: str) -> StoreFormatError:
@@ -337,10 +343,14 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         raise _meta_error(folder, f"not valid JSON ({error})") from None
     if not isinstance(meta, dict):
         raise _meta_error(folder, f"must hold a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise _meta_error(folder, f"format {meta.get('format')!r} version "
-                                  f"{meta.get('version')!r}; this fewshot_metric reads {FORMAT!r} "
-                                  f"version {VERSION}")
+    version = meta.get("version")
+    if meta.get("format") == FORMAT and isinstance(version, int) and 0 < version < VERSION:
+        raise StoreFormatError(f"{folder} holds a store of format version {version}, written by "
+                               f"an older fewshot_metric; this one reads version {VERSION}: "
+                               f"build the store again (register its classes) with this version")
+    if meta.get("format") != FORMAT or version != VERSION:
+        raise _meta_error(folder, f"format {meta.get('format')!r} version {version!r}; this "
+                                  f"fewshot_metric reads {FORMAT!r} version {VERSION}")
     if meta.get("meta_sha256") != _meta_digest(meta):
         raise _meta_error(folder, "its content does not match its meta_sha256 (a class, count "
                                   "or setting was changed by hand)")
@@ -376,7 +386,8 @@ def _read_labels(path: Path, n_classes: int) -> list[str]:
 def _check_increasing(folder: Path, name: str, ids: np.ndarray, next_id: int) -> None:
     """ids [N] must increase strictly, within [0, next_id)."""
     if len(ids) and (ids[0] < 0 or ids[-1] >= next_id or (np.diff(ids) <= 0).any()):
-        raise _meta_error(folder, f"{name} needs increasing ids in [0, next_id={next_id})")
+        raise _file_error(folder / name, f"needs increasing ids in [0, next_id={next_id}) "
+                                         f"(next_id from {META_FILE})")
 
 
 def _check_file(path: Path, sha256: Any) -> None:
@@ -406,7 +417,9 @@ def _check_instance(folder: Path, arrays: dict[str, np.ndarray], class_ids: np.n
     rows = np.minimum(np.searchsorted(class_ids, owners), max(len(class_ids) - 1, 0))
     if len(owners) and (not len(class_ids) or (class_ids[rows] != owners).any()
                         or (np.bincount(rows, minlength=len(class_ids)) != counts).any()):
-        raise _meta_error(folder, "the class ids and counts do not match vector_classes.npy")
+        raise _file_error(folder / "vector_classes.npy", "does not match the class ids and "
+                                                        "counts in class_ids.npy and "
+                                                        "class_counts.npy")
     _check_increasing(folder, "vector_ids.npy", arrays["vector_ids"], next_id)
 
 

@@ -285,12 +285,18 @@ class PrototypeStore:
             sums = np.add.reduceat(shots, firsts, axis=0, dtype=np.float64)
             means = (sums / sizes[:, None]).astype(np.float32)
         old = np.flatnonzero(old_rows >= 0)
+        # an existing class's sum is rebuilt from its float32 mean: shots that cancel it leave
+        # rounding noise, up to about eps * sqrt(D) of the old shots' weight in the new mean
+        noise = np.zeros(len(names))
         if len(old):
             old_counts = counts[old] - sizes[old]
             old_sums = self._classes.get("mean", old_rows[old]).astype(np.float64)
             old_sums *= old_counts[:, None]
             means[old] = (old_sums + sums[old]) / counts[old, None]
-        cancelled = np.flatnonzero(~means.any(1)) if self._normalize else []
+            noise[old] = (4 * np.finfo(np.float32).eps * math.sqrt(self.dim) * old_counts
+                          / counts[old])
+        cancelled = (np.flatnonzero(np.linalg.norm(means, axis=1) <= noise)
+                     if self._normalize else [])
         if len(cancelled):
             raise ValueError(f"the shots of class {names[cancelled[0]]!r} cancel out: the mean of "
                              f"their unit vectors is zero, so it has no cosine prototype; add "
@@ -330,10 +336,11 @@ class PrototypeStore:
             self._classes.set("mean", rows, means)
 
     def _revert(self, undo: list[Callable[[], None]]) -> None:
-        """Undoes the table changes in `undo` and rebuilds the index from the tables."""
+        """Undoes the table changes in `undo` and refills the index from the tables, keeping
+        its training, so that answers are as before."""
         for step in reversed(undo):
             step()
-        self._index.rebuild(*self._index_source())
+        self._index.refill(*self._index_source())
 
     def remove(self, label: str) -> None:
         """Removes class `label` and its shots; its ids are never reused."""
@@ -378,8 +385,8 @@ class PrototypeStore:
 
     def set_index(self, kind: str, **options: Any) -> None:
         """Switches to index `kind` with `options`. Changing only search-time options (nprobe,
-        efSearch) of the current kind is instant; anything else rebuilds (and trains) the
-        index from the stored vectors."""
+        efSearch) of the current kind is instant; anything else, the same settings again
+        included, rebuilds (and retrains) the index from the stored vectors."""
         index = StoreIndex(kind, self.dim, self.metric, **options)
         if self._index.retune(index):
             return

@@ -199,6 +199,9 @@ def test_load_with_store_json_garbage(saved):
     (lambda m: m.update(dim="two"), r"key 'dim' must be int, got 'two'"),
     (lambda m: m.pop("classes"), r"key 'classes' is missing"),
     (lambda m: m.update(version=99), "version 99; this fewshot_metric reads"),
+    (lambda m: m.update(version=1), "holds a store of format version 1, written by an older "
+                                    "fewshot_metric; this one reads version 2: build the store "
+                                    "again"),
     (lambda m: m.update(classes=3), r"labels\.json must hold a JSON array of 3 strings"),
     (lambda m: m["index"].update(kind="hnsw"), r"index\.faiss does not match store\.json"),
     (lambda m: m.update(dim=3), r"means\.npy holds float32 \(2, 2\); store\.json needs"),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fewshot_metric.store import PrototypeStore, ReadOnlyStoreError, row_table
+from fewshot_metric.store.index_factory import StoreIndex
 from fewshot_metric.store.prototype_store import MODES
 
 KINDS = {
@@ -110,3 +111,54 @@ def test_float32_means_track_many_single_shot_updates(blobs):
     mean = store._classes.get("mean", np.array([0]))[0]
     np.testing.assert_allclose(mean, shots.mean(0), rtol=0, atol=1e-5)
     assert store.count("x") == 2000
+
+
+def test_the_same_settings_again_retrain_an_ivf_index(blobs):
+    emb, labels, _ = blobs(320, 1, 8)
+    store = PrototypeStore(8, index="ivf_flat", **KINDS["ivf_flat"])
+    store.add(emb, labels)
+    trained = store.index
+    store.set_index("ivf_flat", **KINDS["ivf_flat"])
+    assert store.index is not trained and store.index.ntotal == 320
+
+
+def test_a_failed_change_keeps_a_trained_ivf_index_and_its_answers(monkeypatch, blobs):
+    """Rolling back re-adds the vectors to the same centroids instead of retraining, so the
+    answers are exactly those from before, even after removals took the store below the
+    size at which it trained."""
+    emb, labels, _ = blobs(400, 1, 8)
+    store = PrototypeStore(8, index="ivf_flat", **KINDS["ivf_flat"])
+    store.add(emb[:320], labels[:320])  # trains on these
+    store.add(emb[320:] * 3, labels[320:])  # grown far from the training data
+    for label in labels[:250]:
+        store.remove(label)  # 150 left: below train_min, 39 x nlist = 156
+    queries = np.random.default_rng(6).normal(0, 20, (30, 8)).astype(np.float32)
+    before = store.search(queries, k=3)
+    index_type = type(store.index)
+
+    def half_done(self, remove_ids, add_vectors, add_ids, n_after, all_vectors):
+        self.faiss_index.add_with_ids(add_vectors, add_ids)
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(StoreIndex, "update", half_done)
+    with pytest.raises(MemoryError):
+        store.add(emb[:5] * -2, ["x", "y", "z", labels[300], labels[301]])
+    with pytest.raises(MemoryError):
+        store.remove(labels[399])
+    after = store.search(queries, k=3)
+    assert type(store.index) is index_type and after.labels == before.labels
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_array_equal(after.distances, before.distances)
+
+
+def test_shots_that_cancel_an_existing_class_are_refused():
+    shots = np.array([[1, 2, 3, 4], [-3, 1, 2, 5], [2, -2, 1, 1]], np.float32)
+    store = PrototypeStore(4, metric="cosine")
+    store.add(shots, ["a"] * 3)
+    before = store.search(shots, k=1)
+    with pytest.raises(ValueError, match="the shots of class 'a' cancel out"):
+        store.add(-shots, ["a"] * 3)
+    assert store.count("a") == 3
+    np.testing.assert_array_equal(store.search(shots, k=1).distances, before.distances)
+    store.add(-shots[:2], ["a"] * 2)  # a real change of direction is still accepted
+    assert store.count("a") == 5
