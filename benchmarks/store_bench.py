@@ -556,7 +556,8 @@ def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[s
     files, timed alternately after one warm-up each, and of decoding + preprocessing alone
     in this thread (one core)."""
     embedder = classifier.embedder
-    decoded, decode_s = timed(lambda: torch.stack([embedder.preprocess(path) for path in paths]))
+    decoded, decode_s = timed(lambda: embedder.transform.normalize(
+        torch.stack([embedder.decode(path) for path in paths])))  # as the query path does
     decoded = decoded.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()

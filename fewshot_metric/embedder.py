@@ -61,22 +61,23 @@ class Embedder:
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def _to_uint8(self, image: ImageInput) -> torch.Tensor:
-        """A path or PIL image -> uint8 [C, H, W], converted and resized."""
+    def decode(self, image: ImageInput) -> torch.Tensor:
+        """A path or PIL image -> uint8 [C, H, W], converted and resized: the per-image half
+        of preprocessing (`transform.normalize` of a stacked batch is the other)."""
         if not isinstance(image, Image.Image):
             image = open_image(image, str(image))
         return self.transform.to_uint8(image)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """A path or PIL image -> tensor [C, H, W] exactly as in training."""
-        return self.transform.normalize(self._to_uint8(image))
+        return self.transform.normalize(self.decode(image))
 
     def _batches(self, images: Sequence[ImageInput], batch_size: int, lookahead: int = 2
                  ) -> Iterator[torch.Tensor]:
         """Normalised batches [B, C, H, W] of `images`, decoded in a worker thread up to
         `lookahead` batches ahead, so decoding overlaps the caller's compute."""
         def load(start: int) -> torch.Tensor:
-            return torch.stack([self._to_uint8(image)
+            return torch.stack([self.decode(image)
                                 for image in images[start:start + batch_size]])
 
         starts = iter(range(0, len(images), batch_size))
