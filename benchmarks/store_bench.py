@@ -473,15 +473,20 @@ def bench_add(lab: Lab, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------ bytes per class
+def proc_status() -> dict[str, int]:
+    """The memory figures (kB lines) of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as status:
+        fields = (line.split() for line in status)
+        return {f[0].rstrip(":"): int(f[1]) * 1024 for f in fields if f[-1] == "kB"}
+
+
 def rss_bytes() -> int:
     """VmRSS of this process, after a full collection and handing glibc's free heap back."""
     gc.collect()
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
-    with open("/proc/self/status") as status:
-        kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
-    return int(kib) * 1024
+    return proc_status()["VmRSS"]
 
 
 def measure_bytes(n_classes: int, dim: int, kinds: dict[str, dict[str, int]], seed: int

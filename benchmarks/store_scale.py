@@ -83,6 +83,7 @@ from store_bench import (  # noqa: E402
     ivf_nlist,
     machine,
     print_machine,
+    proc_status,
     rss_bytes,
     timed,
     verdict,
@@ -132,13 +133,6 @@ def exact_top1(args: argparse.Namespace, centres: np.ndarray, queries: np.ndarra
 
 
 # ------------------------------------------------------------------ measurements
-def proc_status() -> dict[str, int]:
-    """The memory figures (kB lines) of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as status:
-        fields = (line.split() for line in status)
-        return {f[0].rstrip(":"): int(f[1]) * 1024 for f in fields if f[-1] == "kB"}
-
-
 def memory(prefix: str) -> dict[str, int]:
     """VmRSS (after gc and malloc_trim), RssAnon, RssFile and the peak VmHWM, keys prefixed."""
     rss = rss_bytes()

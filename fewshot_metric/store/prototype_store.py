@@ -172,13 +172,13 @@ class PrototypeStore:
     @property
     def classes(self) -> list[str]:
         """Class labels in insertion order (a rename keeps the position)."""
-        return [self._labels[row] for row in self._classes.live_rows().tolist()]
+        return self._labels_at(self._classes.live_rows())
 
     @property
     def counts(self) -> dict[str, int]:
         """Shots added per class, in insertion order."""
         rows = self._classes.live_rows()
-        return dict(zip([self._labels[row] for row in rows.tolist()],
+        return dict(zip(self._labels_at(rows),
                         self._classes.get("count", rows).tolist(), strict=True))
 
     def count(self, label: str) -> int:
@@ -394,6 +394,10 @@ class PrototypeStore:
         index.rebuild(*self._index_source())
         self._index = index
 
+    def _labels_at(self, rows: np.ndarray) -> list[str]:
+        """The labels of class rows [R]."""
+        return [self._labels[row] for row in rows.tolist()]
+
     def _check_writable(self) -> None:
         if self._read_only is not None:
             raise ReadOnlyStoreError(self._read_only)
@@ -401,7 +405,7 @@ class PrototypeStore:
     def _row(self, label: str) -> int:
         """The class row of `label`; UnknownClassError if it is not a class."""
         if label not in self._row_of:
-            classes = [self._labels[row] for row in self._classes.live_rows()[:11].tolist()]
+            classes = self._labels_at(self._classes.live_rows()[:11])
             known = ", ".join(map(repr, classes[:10])) or "none"
             raise UnknownClassError(f"no class {label!r} in the store (classes: {known}"
                                     f"{', ...' if len(classes) > 10 else ''}); check the spelling")
@@ -588,7 +592,7 @@ class PrototypeStore:
             }
         write_store(path, SavedStore(self.dim, self.metric, self.mode, self.fingerprint,
                                      self.info, self._next_id,
-                                     [self._labels[row] for row in rows.tolist()],
+                                     self._labels_at(rows),
                                      self._classes.get("id", rows),
                                      self._classes.get("count", rows), arrays, self._index),
                     lock_timeout)
