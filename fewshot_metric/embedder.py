@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from fewshot_metric.data import build_transform
 from fewshot_metric.data.base import open_image
+from fewshot_metric.data.png import decode_plain_png
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.training.checkpoint import load_model
 from fewshot_metric.training.distributed import pick_device
@@ -63,9 +64,17 @@ class Embedder:
 
     def decode(self, image: ImageInput) -> torch.Tensor:
         """A path or PIL image -> uint8 [C, H, W], converted and resized: the per-image half
-        of preprocessing (`transform.normalize` of a stacked batch is the other)."""
+        of preprocessing (`transform.normalize` of a stacked batch is the other). Plain PNG
+        files skip PIL's decoder (`decode_plain_png`: same pixels, a few times faster)."""
         if not isinstance(image, Image.Image):
-            image = open_image(image, str(image))
+            source = str(image)
+            try:
+                data = Path(image).read_bytes()
+            except OSError:  # missing, a folder, unreadable: open_image says which
+                data = image
+            pixels = (decode_plain_png(data, self.transform.channels)
+                      if isinstance(data, bytes) else None)
+            image = pixels if pixels is not None else open_image(data, source)
         return self.transform.to_uint8(image)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:

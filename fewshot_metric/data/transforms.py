@@ -61,7 +61,14 @@ class Preprocess:
         return (f"Preprocess(size={self.size}, channels={self.channels}, "
                 f"interpolation={self.interpolation.value}, mean={self.mean}, std={self.std})")
 
-    def to_uint8(self, image: Image.Image) -> torch.Tensor:
+    def to_uint8(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """A PIL image (any mode), or uint8 pixels [channels, H, W] already in this
+        transform's channels -> uint8 [channels, *size]; both give the same values for the
+        same pixels (pixels of another size are resized on PIL)."""
+        if isinstance(image, torch.Tensor):
+            if tuple(image.shape[1:]) == self.size:
+                return image
+            image = Image.fromarray(image.permute(1, 2, 0).squeeze(2).numpy())
         image = v2.functional.resize(convert_mode(image, self.channels), list(self.size),
                                      interpolation=self.interpolation, antialias=True)
         return v2.functional.pil_to_tensor(image)

@@ -1,0 +1,126 @@
+"""decode_plain_png: the pixels PIL gives for plain 8-bit grey / RGB PNGs, None for the rest;
+Embedder.decode gives the same tensors through it as through PIL."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fewshot_metric.backbones import create_backbone
+from fewshot_metric.data.base import open_image
+from fewshot_metric.data.png import decode_plain_png
+from fewshot_metric.distances import build_distance
+from fewshot_metric.embedder import Embedder
+from fewshot_metric.model import FewShotModel
+
+
+def png_bytes(image: Image.Image, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data))
+
+
+def test_grey_png_written_by_hand_decodes_to_its_bytes() -> None:
+    # 3 wide, 2 high, 8-bit grey, filter type 0 on each row: the pixels are the row bytes
+    rows = [bytes([0, 10, 20]), bytes([250, 128, 1])]
+    raw = b"".join(b"\x00" + row for row in rows)
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    pixels = decode_plain_png(data, channels=1)
+    assert pixels is not None and pixels.dtype == torch.uint8
+    assert pixels.tolist() == [[[0, 10, 20], [250, 128, 1]]]
+    assert decode_plain_png(data, channels=3) is None  # grey, but RGB wanted: PIL converts
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
+@pytest.mark.parametrize("interlace", [0, 1])
+def test_plain_png_matches_pil(mode: str, channels: int, interlace: int) -> None:
+    rng = np.random.default_rng(channels)
+    shape = (17, 23) if channels == 1 else (17, 23, 3)
+    image = Image.fromarray(rng.integers(0, 256, shape, np.uint8), mode)
+    data = png_bytes(image, interlace=interlace)
+    pixels = decode_plain_png(data, channels)
+    assert pixels is not None and tuple(pixels.shape) == (channels, 17, 23)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert(mode))
+    assert np.array_equal(pixels.permute(1, 2, 0).squeeze(2).numpy(), expected)
+
+
+def other_pngs() -> dict[str, bytes]:
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (9, 7), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    palette = Image.fromarray(grey).convert("P")
+    return {
+        "RGBA": png_bytes(Image.fromarray(rng.integers(0, 256, (9, 7, 4), np.uint8), "RGBA")),
+        "grey + alpha": png_bytes(Image.fromarray(grey).convert("LA")),
+        "palette": png_bytes(palette),
+        "16-bit grey": png_bytes(Image.fromarray(grey.astype(np.uint16) * 257)),
+        "1-bit": png_bytes(Image.fromarray(grey > 128)),
+        "EXIF rotated": png_bytes(Image.fromarray(grey), exif=exif),
+        "truncated": png_bytes(Image.fromarray(grey))[:-30],
+        "JPEG": (lambda b: (Image.fromarray(grey).save(b, format="JPEG"), b.getvalue())[1])(
+            io.BytesIO()),
+        "empty": b"",
+    }
+
+
+@pytest.mark.parametrize("name", list(other_pngs()))
+def test_anything_else_goes_to_pil(name: str) -> None:
+    assert decode_plain_png(other_pngs()[name], channels=1) is None
+
+
+def test_images_over_pil_pixel_limit_go_to_pil(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = png_bytes(Image.fromarray(np.zeros((10, 10), np.uint8)))
+    assert decode_plain_png(data, 1) is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 99)
+    assert decode_plain_png(data, 1) is None  # open_image then refuses it, naming the file
+
+
+def embedder(in_chans: int, size: int) -> Embedder:
+    torch.manual_seed(0)
+    backbone = create_backbone("conv4", in_chans=in_chans, image_size=size)
+    return Embedder(FewShotModel(backbone, "prototypical", {}, build_distance("sqeuclidean")),
+                    {}, device="cpu")
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_embedder_decode_equals_the_pil_path(in_chans: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    files = {  # the target is 28x28: some files are resized, some converted, some neither
+        "grey28.png": Image.fromarray(rng.integers(0, 256, (28, 28), np.uint8)),
+        "grey40x31.png": Image.fromarray(rng.integers(0, 256, (31, 40), np.uint8)),
+        "rgb28.png": Image.fromarray(rng.integers(0, 256, (28, 28, 3), np.uint8)),
+        "rgb50.png": Image.fromarray(rng.integers(0, 256, (50, 50, 3), np.uint8)),
+        "rgba28.png": Image.fromarray(rng.integers(0, 256, (28, 28, 4), np.uint8), "RGBA"),
+    }
+    model = embedder(in_chans, 28)
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        fast = model.decode(tmp_path / name)
+        pil = model.transform.to_uint8(open_image(tmp_path / name, name))
+        assert fast.dtype == torch.uint8 and tuple(fast.shape) == (in_chans, 28, 28), name
+        assert torch.equal(fast, pil), name
+
+
+def test_embedder_decode_errors_still_name_the_file(tmp_path: Path) -> None:
+    model = embedder(1, 28)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        model.decode(tmp_path / "missing.png")
+    with pytest.raises(IsADirectoryError, match="a folder"):
+        model.decode(tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(OSError, match=r"cannot decode image .*bad\.png"):
+        model.decode(tmp_path / "bad.png")
