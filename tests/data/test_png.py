@@ -57,6 +57,14 @@ def test_plain_png_matches_pil(mode: str, channels: int, interlace: int) -> None
     assert np.array_equal(pixels.permute(1, 2, 0).squeeze(2).numpy(), expected)
 
 
+def test_grey_png_with_a_transparent_value_keeps_its_grey_values() -> None:
+    # PIL opens it as mode "L" (transparency only in .info) and convert_mode leaves it so
+    grey = np.random.default_rng(5).integers(0, 256, (9, 7), np.uint8)
+    data = png_bytes(Image.fromarray(grey), transparency=0)
+    pixels = decode_plain_png(data, channels=1)
+    assert pixels is not None and np.array_equal(pixels[0].numpy(), grey)
+
+
 def other_pngs() -> dict[str, bytes]:
     rng = np.random.default_rng(3)
     grey = rng.integers(0, 256, (9, 7), np.uint8)
