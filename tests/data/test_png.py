@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -32,16 +33,40 @@ def chunk(kind: bytes, data: bytes) -> bytes:
         ">I", zlib.crc32(kind + data))
 
 
+def grey_png(levels: list[list[int]], depth: int) -> bytes:
+    """A grey PNG of `depth` bits per pixel, rows of levels 0..2**depth - 1, filter type 0."""
+    per_byte = 8 // depth
+    raw = b""
+    for row in levels:
+        packed = bytearray(-(-len(row) // per_byte))
+        for x, level in enumerate(row):
+            packed[x // per_byte] |= level << (8 - depth * (x % per_byte + 1))
+        raw += b"\x00" + bytes(packed)
+    header = struct.pack(">IIBBBBB", len(levels[0]), len(levels), depth, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
 def test_grey_png_written_by_hand_decodes_to_its_bytes() -> None:
-    # 3 wide, 2 high, 8-bit grey, filter type 0 on each row: the pixels are the row bytes
-    rows = [bytes([0, 10, 20]), bytes([250, 128, 1])]
-    raw = b"".join(b"\x00" + row for row in rows)
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    # 3 wide, 2 high, 8-bit grey: the pixels are the row bytes
+    data = grey_png([[0, 10, 20], [250, 128, 1]], depth=8)
     pixels = decode_plain_png(data, channels=1)
     assert pixels is not None and pixels.dtype == torch.uint8
     assert pixels.tolist() == [[[0, 10, 20], [250, 128, 1]]]
     assert decode_plain_png(data, channels=3) is None  # grey, but RGB wanted: PIL converts
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_low_bit_grey_is_scaled_to_0_255_as_pil_does(depth: int) -> None:
+    top = 2**depth - 1
+    levels = [[x % (top + 1) for x in range(11)], [top - x % (top + 1) for x in range(11)]]
+    data = grey_png(levels, depth)
+    pixels = decode_plain_png(data, channels=1)
+    assert pixels is not None
+    step = 255 // top  # 255, 85, 17
+    assert pixels[0].tolist() == [[level * step for level in row] for row in levels]
+    image = Image.open(io.BytesIO(data))
+    assert np.array_equal(pixels[0].numpy(), np.asarray(image.convert("L")))
 
 
 @pytest.mark.parametrize("mode, channels", [("L", 1), ("RGB", 3)])
@@ -76,7 +101,6 @@ def other_pngs() -> dict[str, bytes]:
         "grey + alpha": png_bytes(Image.fromarray(grey).convert("LA")),
         "palette": png_bytes(palette),
         "16-bit grey": png_bytes(Image.fromarray(grey.astype(np.uint16) * 257)),
-        "1-bit": png_bytes(Image.fromarray(grey > 128)),
         "EXIF rotated": png_bytes(Image.fromarray(grey), exif=exif),
         "truncated": png_bytes(Image.fromarray(grey))[:-30],
         "JPEG": (lambda b: (Image.fromarray(grey).save(b, format="JPEG"), b.getvalue())[1])(
@@ -113,6 +137,7 @@ def test_embedder_decode_equals_the_pil_path(in_chans: int, tmp_path: Path) -> N
         "rgb28.png": Image.fromarray(rng.integers(0, 256, (28, 28, 3), np.uint8)),
         "rgb50.png": Image.fromarray(rng.integers(0, 256, (50, 50, 3), np.uint8)),
         "rgba28.png": Image.fromarray(rng.integers(0, 256, (28, 28, 4), np.uint8), "RGBA"),
+        "bilevel105.png": Image.fromarray(rng.integers(0, 2, (105, 105), np.uint8) > 0),
     }
     model = embedder(in_chans, 28)
     for name, image in files.items():
@@ -132,3 +157,19 @@ def test_embedder_decode_errors_still_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     with pytest.raises(OSError, match=r"cannot decode image .*bad\.png"):
         model.decode(tmp_path / "bad.png")
+
+
+def test_omniglot_drawings_decode_as_pil_decodes_them(omniglot_dir: Path) -> None:
+    # the authors' PNGs are 105x105 1-bit grey: all of the first zip's first 400 take the fast
+    # path and give PIL's pixels, at the file's size and resized for Conv-4
+    transform = embedder(1, 28).transform
+    with zipfile.ZipFile(omniglot_dir / "images_background_small1.zip") as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))[:400]
+        assert len(names) == 400
+        for name in names:
+            data = archive.read(name)
+            pixels = decode_plain_png(data, channels=1)
+            assert pixels is not None, name
+            image = open_image(data, name)
+            assert np.array_equal(pixels[0].numpy(), np.asarray(image.convert("L"))), name
+            assert torch.equal(transform.to_uint8(pixels), transform.to_uint8(image)), name
