@@ -32,14 +32,25 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
             and norm.running_mean is not None and norm.running_var is not None)
 
 
+def _ends_in_conv(layer: nn.Module) -> bool:
+    """Whether `layer`'s output is a Conv2d's fresh output (a Conv2d, or a Sequential whose
+    last layer other than nn.Identity ends in one)."""
+    if isinstance(layer, nn.Sequential):
+        rest = [inner for inner in layer if not isinstance(inner, nn.Identity)]
+        return bool(rest) and _ends_in_conv(rest[-1])
+    return type(layer) is nn.Conv2d
+
+
 def fold_batch_norm(module: nn.Module) -> nn.Module:
     """An eval-mode copy of `module` for inference. Inside every nn.Sequential, a Conv2d
     directly followed by a BatchNorm2d with running statistics becomes one Conv2d (the norm's
-    slot an nn.Identity), and a ReLU or LeakyReLU right after a Conv2d becomes an in-place one:
-    within a Sequential only the next layer reads a convolution's output. Anything else
-    (norms outside Sequentials, norms before convolutions) is left as it is; a module with
-    nothing to fold comes back as itself. Parameters and buffers that do not change are
-    shared with `module`, not copied; `module` itself is not modified."""
+    slot an nn.Identity), and a ReLU or LeakyReLU right after a Conv2d (or after a Sequential
+    ending in one) becomes an in-place one: within a Sequential only the next layer reads a
+    layer's output (forward hooks that keep a convolution's output would see it changed).
+    Anything else (norms outside Sequentials, norms before convolutions) is left as it is; a
+    module with nothing to fold comes back as itself, in the mode it is in. Parameters and
+    buffers that do not change are shared with `module`, not copied, so converting the copy
+    (`.half()`, `.to(...)`) converts them in `module` too; `module` is otherwise untouched."""
     if not any(_foldable(first, second) for sequential in module.modules()
                if isinstance(sequential, nn.Sequential)
                for first, second in itertools.pairwise(sequential)):
@@ -47,16 +58,13 @@ def fold_batch_norm(module: nn.Module) -> nn.Module:
     shared = {id(tensor): tensor for tensor in itertools.chain(module.parameters(),
                                                                module.buffers())}
     folded = copy.deepcopy(module, memo=shared).eval()
-    for sequential in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
-        after_conv = False  # the layer before, skipping identities, is a Conv2d
+    sequentials = [m for m in folded.modules() if isinstance(m, nn.Sequential)]
+    for sequential in reversed(sequentials):  # inner ones first: their ends are then known
         for i in range(len(sequential)):
             layer = sequential[i]
             if i + 1 < len(sequential) and _foldable(layer, sequential[i + 1]):
                 sequential[i] = fuse_conv_bn_eval(layer, sequential[i + 1])
                 sequential[i + 1] = nn.Identity()
-            elif type(layer) in _ACTIVATIONS and after_conv:
+            elif type(layer) in _ACTIVATIONS and i and _ends_in_conv(sequential[:i]):
                 sequential[i] = _in_place(layer)
-            elif isinstance(layer, nn.Identity):
-                continue  # passes the convolution's output on unchanged
-            after_conv = type(sequential[i]) is nn.Conv2d
     return folded

@@ -60,13 +60,13 @@ def randomise_norms(module: nn.Module) -> None:
                 norm.bias.copy_(torch.rand(shape, generator=generator) - 0.5)
 
 
-@pytest.mark.parametrize("name, kwargs, norms_left", [
-    ("conv4", {"in_chans": 1, "image_size": 28}, 0),
-    ("resnet12", {"in_chans": 3, "image_size": 32}, 0),
-    ("timm/resnet18", {"image_size": 32}, 17),  # timm keeps bn1/bn2 as attributes
+@pytest.mark.parametrize("name, kwargs, norms_left, in_place", [
+    ("conv4", {"in_chans": 1, "image_size": 28}, 0, 4),  # conv-BN-ReLU x 4
+    ("resnet12", {"in_chans": 3, "image_size": 32}, 0, 8),  # 2 LeakyReLUs after (conv-BN) x 4
+    ("timm/resnet18", {"image_size": 32}, 17, 0),  # timm keeps bn1/bn2 as attributes
 ])
-def test_backbones_give_the_same_embeddings_folded(name: str, kwargs: dict,
-                                                   norms_left: int) -> None:
+def test_backbones_give_the_same_embeddings_folded(name: str, kwargs: dict, norms_left: int,
+                                                   in_place: int) -> None:
     torch.manual_seed(0)
     backbone = create_backbone(name, **kwargs)
     randomise_norms(backbone)
@@ -75,6 +75,10 @@ def test_backbones_give_the_same_embeddings_folded(name: str, kwargs: dict,
     folded = fold_batch_norm(backbone)
     assert folded is not backbone
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == norms_left
+    def in_place_layers(network: nn.Module) -> int:
+        return sum(getattr(layer, "inplace", False) is True for layer in network.modules())
+
+    assert in_place_layers(folded) - in_place_layers(backbone) == in_place
     size = kwargs["image_size"]
     images = torch.randn(4, kwargs.get("in_chans", 3), size, size)
     with torch.no_grad():

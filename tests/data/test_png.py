@@ -109,6 +109,47 @@ def other_pngs() -> dict[str, bytes]:
     }
 
 
+def with_chunk(data: bytes, extra: bytes) -> bytes:
+    """`data` with the chunk bytes `extra` inserted right after IHDR."""
+    at = 8 + 12 + 13
+    return data[:at] + extra + data[at:]
+
+
+def test_chunks_that_cannot_change_pil_pixels_keep_the_fast_path() -> None:
+    grey = np.random.default_rng(6).integers(0, 256, (5, 4), np.uint8)
+    data = with_chunk(png_bytes(Image.fromarray(grey)),
+                      chunk(b"gAMA", struct.pack(">I", 45455)) + chunk(b"sRGB", b"\x00"))
+    pixels = decode_plain_png(data, channels=1)
+    assert pixels is not None and np.array_equal(pixels[0].numpy(), grey)
+
+
+XMP_ROTATED = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+               b'1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/'
+               b'tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("extra", [
+    chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP_ROTATED),  # PIL rotates
+    chunk(b"tEXt", b"Comment\x00hello"),  # any text chunk could carry an orientation
+    chunk(b"gAMA", struct.pack(">I", 45455))[:-1] + b"\x00",  # bad CRC: PIL refuses the file
+    chunk(b"prVt", b"private data"),  # a chunk nobody here knows
+], ids=["XMP orientation", "text", "bad CRC", "unknown chunk"])
+def test_other_chunks_go_to_pil(extra: bytes) -> None:
+    grey = np.random.default_rng(7).integers(0, 256, (5, 4), np.uint8)
+    data = with_chunk(png_bytes(Image.fromarray(grey)), extra)
+    assert decode_plain_png(data, channels=1) is None
+
+
+def test_xmp_orientation_is_applied_on_the_pil_path(tmp_path: Path) -> None:
+    grey = np.random.default_rng(8).integers(0, 256, (5, 4), np.uint8)  # 4 wide, 5 high
+    extra = chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP_ROTATED)
+    (tmp_path / "rotated.png").write_bytes(with_chunk(png_bytes(Image.fromarray(grey)), extra))
+    model = embedder(1, 28)
+    upright = open_image(tmp_path / "rotated.png", "rotated.png")
+    assert upright.size == (5, 4)
+    assert torch.equal(model.decode(tmp_path / "rotated.png"), model.transform.to_uint8(upright))
+
+
 @pytest.mark.parametrize("name", list(other_pngs()))
 def test_anything_else_goes_to_pil(name: str) -> None:
     assert decode_plain_png(other_pngs()[name], channels=1) is None
