@@ -4,7 +4,7 @@ In eval mode a BatchNorm2d is a per-channel affine map, so a Conv2d followed by 
 single Conv2d with scaled weights and a shifted bias (`torch.nn.utils.fusion.fuse_conv_bn_eval`).
 With the norm gone, the activation after the convolution can overwrite the convolution's fresh
 output instead of allocating another tensor of the same size. On this project's 2-core CPU
-that made Conv-4 about 2-3x and ResNet-12 about 1.2x faster per image
+that made Conv-4 about 2.8x and ResNet-12 about 1.2x faster per image
 (benchmarks/store_bench.py, query section); outputs equal the original's up to float rounding
 (tests/backbones/test_inference.py).
 """
