@@ -76,10 +76,9 @@ class Embedder:
             source = str(image)
             try:
                 data = Path(image).read_bytes()
-            except OSError:  # missing, a folder, unreadable: open_image says which
-                data = image
-            pixels = (decode_plain_png(data, self.transform.channels)
-                      if isinstance(data, bytes) else None)
+            except OSError:  # missing, a folder, unreadable: open_image raises and says which
+                return self.transform.to_uint8(open_image(image, source))
+            pixels = decode_plain_png(data, self.transform.channels)
             image = pixels if pixels is not None else open_image(data, source)
         return self.transform.to_uint8(image)
 
