@@ -9,8 +9,10 @@ Sections (pick with --sections; each prints a markdown table and its wall time):
   fit's loop over classes is O(C^2), about 35 s at 100k, the attributes that fit would set are
   assigned instead), `torch.cdist` + argmin, and the bare float32 product Q @ P.T (numpy or
   torch, the faster): the matrix-multiply floor, the least work an exact search can do.
-  Ratios, and how often each method's argmin agrees with the store's. Targets: store >= 0.85
-  of the floor; >= 3x NearestCentroid at 100k classes.
+  Also FAISS's own flat search on the store's index (what the store ran before its fused
+  kernel, `fewshot_metric/store/flat_kernel.py`). Ratios, and how often each method's argmin
+  agrees with the store's. Targets: store >= 0.85 of the floor; >= 3x NearestCentroid at 100k
+  classes.
 - approx: HNSW, IVF-Flat and IVF-PQ at the largest C, D = 64 only (to fit the time budget):
   recall@1 against exact search's top-1, queries/s, build time (`set_index`, which trains and
   fills the index from the store's vectors), speedup over exact search. The search-time knob
@@ -78,7 +80,7 @@ from fewshot_metric import Embedder, FewShotClassifier
 from fewshot_metric.backbones import create_backbone
 from fewshot_metric.distances import build_distance
 from fewshot_metric.model import FewShotModel
-from fewshot_metric.store import PrototypeStore
+from fewshot_metric.store import PrototypeStore, flat_kernel
 from fewshot_metric.store.index_factory import resolve_options
 
 CLASSES_PER_CENTRE, CLASS_SPREAD, QUERY_NOISE = 250, 0.5, 0.25
@@ -237,6 +239,12 @@ def numpy_top1(prototypes: np.ndarray, sq_norms: np.ndarray) -> Callable:
     return search
 
 
+def faiss_top1(store: PrototypeStore) -> Callable:
+    """FAISS's flat search on the store's own index, without the store's fused kernel."""
+    index = store._index.faiss_index  # noqa: SLF001  (the store's index, searched directly)
+    return lambda queries: index.search(queries, 1)[1][:, 0]
+
+
 def cdist_top1(prototypes: torch.Tensor) -> Callable:
     """Chunked torch.cdist and min, keeping the running minimum."""
 
@@ -308,6 +316,8 @@ def exact_at(lab: Lab, n_classes: int, dim: int) -> tuple[list[dict], dict]:
     sq_norms = np.einsum("ij,ij->i", prototypes, prototypes)
     baselines["numpy brute force"] = (*rate(numpy_top1(prototypes, sq_norms), subset), "")
     baselines["torch.cdist + argmin"] = (*rate(cdist_top1(prototypes_t), subset), "")
+    baselines["FAISS flat search"] = (*rate(faiss_top1(lab.get_store(n_classes, dim)), subset),
+                                      "the store's index, no fused kernel")
     floors = {lib: rate(matmul_floor(p), subset)[0]
               for lib, p in (("numpy", prototypes), ("torch", prototypes_t))}
     lib = max(floors, key=floors.get)
@@ -326,6 +336,7 @@ def exact_at(lab: Lab, n_classes: int, dim: int) -> tuple[list[dict], dict]:
                   "vs_nc": store_qps / qps["NearestCentroid.predict"],
                   "vs_numpy": store_qps / qps["numpy brute force"],
                   "vs_cdist": store_qps / qps["torch.cdist + argmin"],
+                  "vs_faiss": store_qps / qps["FAISS flat search"],
                   "of_floor": store_qps / floors[lib], "floor_lib": lib}
 
 
@@ -349,13 +360,15 @@ def bench_exact(lab: Lab, args: argparse.Namespace) -> dict:
         print(f"| {r['classes']:,} | {r['dim']} | {r['method']} | {r['queries']:,} | "
               f"{r['qps']:,.0f} | {agree} | {r['note']} |")
     print(f"\n| classes | D | store / NearestCentroid | store / numpy | store / cdist | "
-          f"store / matmul floor (target >= {TARGET_FLOOR}) | 3x NearestCentroid at 100k |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          f"store / FAISS flat | store / matmul floor (target >= {TARGET_FLOOR}) | "
+          f"3x NearestCentroid at 100k |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for s in summary:
         floor_ok = verdict(s["of_floor"] >= TARGET_FLOOR)
         nc_ok = (verdict(s["vs_nc"] >= TARGET_NC) if s["classes"] == 100_000 else "-")
         print(f"| {s['classes']:,} | {s['dim']} | {s['vs_nc']:.2f}x | {s['vs_numpy']:.2f}x | "
-              f"{s['vs_cdist']:.2f}x | {s['of_floor']:.2f} {floor_ok} | {nc_ok} |")
+              f"{s['vs_cdist']:.2f}x | {s['vs_faiss']:.2f}x | {s['of_floor']:.2f} {floor_ok} | "
+              f"{nc_ok} |")
     return {"rows": rows, "summary": summary}
 
 
@@ -656,6 +669,7 @@ def machine() -> dict:
             "torch": torch.__version__, "faiss": faiss.__version__,
             "sklearn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
             "faiss_threads": faiss.omp_get_max_threads(), "thread_pools": blas,
+            "flat_kernel": flat_kernel.unavailable_reason() or "runs",
             "load_average": os.getloadavg()[0]}
 
 
@@ -673,6 +687,7 @@ def print_machine(info: dict) -> None:
                   "Prescott (SSE3) kernels: its matrix products (flat search, IVF training) "
                   "are several times slower than numpy's. OPENBLAS_CORETYPE=SkylakeX (AVX-512) "
                   "or Haswell (AVX2) in the environment selects a fast kernel.")
+    print(f"fused flat-search kernel: {info['flat_kernel']}")
     print(f"load average at start: {info['load_average']:.2f}")
     if info["load_average"] > 0.5:
         print("WARNING: other work was running; the rates below are wall-clock and may be low")

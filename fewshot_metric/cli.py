@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fewshot_metric.config import ConfigError
-from fewshot_metric.store import KIND_OPTIONS, MODES
+from fewshot_metric.store import KIND_OPTIONS, MODES, flat_kernel
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
@@ -187,6 +187,9 @@ def _print_info(args: argparse.Namespace, store) -> None:
     print(f"classes:      {len(store)} ({sum(counts.values())} shots)")
     print(f"embeddings:   dim {store.dim}, metric {store.metric}, {store.mode} mode")
     print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
+    kernel = flat_kernel.unavailable_reason()
+    print("exact search: " + (f"fused AVX-512 kernel for {flat_kernel.MIN_QUERIES}+ queries"
+                              if kernel is None else f"FAISS ({kernel})"))
     print(f"checkpoint:   {store.info.get('checkpoint')}")
     print(f"fingerprint:  {store.fingerprint}")
     print(f"reject above: {store.info.get('reject_distance')}")

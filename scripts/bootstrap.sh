@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Creates .venv in the checkout on first use (or when requirements.lock changed)
-# and installs the pinned environment plus this package in editable mode.
+# Creates .venv in the checkout on first use (or when requirements.lock, the package's
+# build files or its C kernel changed) and installs the pinned environment plus this
+# package in editable mode (which compiles fewshot_metric/store/flat_topk.c when a C
+# compiler is there; without one, FAISS serves exact search).
 # Sourced by scripts/quickstart.sh and scripts/test.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.lock-sha256"
-LOCK_SHA="$(sha256sum "$ROOT/requirements.lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+LOCK_SHA="$(cd "$ROOT" && sha256sum requirements.lock pyproject.toml setup.py \
+    fewshot_metric/store/flat_topk.c | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$LOCK_SHA" ]]; then
     echo "[fewshot-metric] setting up $VENV (first run: a few minutes, ~6 GB for torch)" >&2
     python3 -m venv "$VENV"

@@ -11,7 +11,7 @@ from fewshot_metric import FewShotClassifier
 from fewshot_metric.classifier import list_images
 from fewshot_metric.cli import main
 from fewshot_metric.demo import main as demo_main
-from fewshot_metric.store import PrototypeStore
+from fewshot_metric.store import PrototypeStore, flat_kernel
 
 
 def files(glyph_images: Path, name: str) -> list[str]:
@@ -54,6 +54,9 @@ def test_register_query_and_edit_a_store(tiny_checkpoint: Path, glyph_images: Pa
     info = capsys.readouterr().out
     assert "classes:      4 (21 shots)" in info and "premier glyphe: 3 shots" in info
     assert "hnsw" in info and str(tiny_checkpoint.resolve()) in info
+    reason = flat_kernel.unavailable_reason()
+    assert (f"exact search: FAISS ({reason})" if reason else
+            "exact search: fused AVX-512 kernel for 64+ queries") in info
     assert PrototypeStore.load(store).index_options["efSearch"] == 32
 
 

@@ -34,6 +34,7 @@ import faiss
 import numpy as np
 
 from fewshot_metric.distances import DISTANCES
+from fewshot_metric.store import flat_kernel
 
 KIND_OPTIONS: dict[str, dict[str, int]] = {
     "flat": {},
@@ -214,8 +215,15 @@ class StoreIndex:
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """queries [Q, D] float32 -> raw FAISS scores [Q, n] float32, ids [Q, n] int64 (-1
-        where an approximate index found fewer than n)."""
-        return self.faiss_index.search(queries, n)
+        where an approximate index found fewer than n). A flat index with enough queries is
+        searched by the fused kernel (`flat_kernel`): the same answers, faster."""
+        stored = flat_kernel.index_vectors(self.faiss_index)
+        if stored is None or not flat_kernel.serves(len(queries), n):
+            return self.faiss_index.search(queries, n)
+        vectors, ids = stored
+        raw, positions = flat_kernel.flat_search(
+            queries, vectors, n, inner_product=self.faiss_metric == faiss.METRIC_INNER_PRODUCT)
+        return raw, np.where(positions >= 0, ids[positions], -1)
 
 
 def _layers(index: faiss.Index) -> list[faiss.Index]:

@@ -37,6 +37,7 @@ import numpy as np
 from fewshot_metric.blas import warn_if_faiss_blas_is_generic
 from fewshot_metric.distances import DISTANCES
 from fewshot_metric.store.index_factory import IndexVectors, StoreIndex
+from fewshot_metric.store.label_column import LabelColumn
 from fewshot_metric.store.persistence import (
     LABELS_FILE,
     RESTORE,
@@ -126,7 +127,7 @@ class PrototypeStore:
         self._fingerprint = fingerprint
         self._classes = RowTable(_class_columns(mode, int(dim)))
         self._shots = RowTable(_shot_columns(int(dim))) if mode == "instance" else None
-        self._labels: list[str] = []  # by class row (a removed class's row keeps its label)
+        self._labels = LabelColumn()  # by class row (a removed class's row keeps its label)
         self._row_of: dict[str, int] = {}  # label -> class row, live classes only
         self._next_id = 0
         self._max_vectors = 0  # most index vectors of any class
@@ -316,7 +317,7 @@ class PrototypeStore:
 
         def forget() -> None:
             self._classes.truncate(n_rows)
-            del self._labels[n_rows:]
+            self._labels.truncate(n_rows)
             for label in labels:
                 self._row_of.pop(label, None)
 
@@ -396,7 +397,7 @@ class PrototypeStore:
 
     def _labels_at(self, rows: np.ndarray) -> list[str]:
         """The labels of class rows [R]."""
-        return [self._labels[row] for row in rows.tolist()]
+        return self._labels.at(rows).tolist()
 
     def _check_writable(self) -> None:
         if self._read_only is not None:
@@ -433,9 +434,12 @@ class PrototypeStore:
         return len(self._classes), lambda: zip(map(self._index_ready, self._classes.chunks("mean")),
                                                self._classes.chunks("id"), strict=True)
 
-    def _rows(self, embeddings: Any, name: str, labels: list[str] | None = None) -> np.ndarray:
+    def _rows(self, embeddings: Any, name: str, labels: list[str] | None = None,
+              read_only: bool = False) -> np.ndarray:
         """Checks embeddings [N, D] -> an index-ready float32 copy [N, D] (unit rows for
-        cosine); the caller's array is never modified."""
+        cosine); the caller's array is never modified. `read_only`: for a result that is
+        only read, which is then the caller's array itself where that is already an
+        index-ready C-contiguous float32 array (squared L2: no copy of a big query batch)."""
         try:
             array = np.asarray(embeddings)
         except ValueError as error:  # ragged rows
@@ -449,7 +453,8 @@ class PrototypeStore:
         if array.dtype.kind not in "fiu":
             raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
         with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
-            rows = np.array(array, dtype=np.float32, order="C")  # a copy, normalised in place
+            rows = np.array(array, dtype=np.float32, order="C",  # normalised in place
+                            copy=None if read_only and not self._normalize else True)
         _refuse_rows(~np.isfinite(rows).all(1), "is not finite (NaN or inf, or too large for "
                      "float32)", name, labels)
         if self._normalize:
@@ -475,7 +480,7 @@ class PrototypeStore:
         if not len(self):
             raise ValueError("the store has no classes: register classes first with "
                              "store.add(embeddings, labels)")
-        queries = self._rows(query_emb, "query_emb")
+        queries = self._rows(query_emb, "query_emb", read_only=True)
         k_eff = min(int(k), len(self))
         # among (k - 1) * m + 1 shots, with at most m per class, are at least k classes
         n = min(self._index.ntotal, (k_eff - 1) * self._max_vectors + 1)
@@ -489,7 +494,7 @@ class PrototypeStore:
         logits = -distances.astype(np.float64) / temperature
         scores = np.exp(logits - logits.max(1, keepdims=True))
         scores /= scores.sum(1, keepdims=True)
-        labels = [[self._labels[row] for row in line] for line in rows.tolist()]
+        labels = self._labels.at(rows).tolist()
         class_ids = self._classes.get("id", rows.ravel()).reshape(rows.shape)
         rejected = np.zeros(len(queries), bool)
         if reject_distance is not None:
@@ -615,7 +620,7 @@ class PrototypeStore:
                 check_label(label, f"labels[{i}]")
             except ValueError as error:
                 raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: {error}") from None
-        store._labels = saved.labels
+        store._labels = LabelColumn(saved.labels)
         store._row_of = {label: row for row, label in enumerate(saved.labels)}
         if len(store._row_of) != len(saved.labels):
             raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: two classes share one label; "

@@ -1,0 +1,113 @@
+"""Exact flat search by the fused kernel in flat_topk.c instead of FAISS's.
+
+FAISS's flat search writes a block of products, then reads it back to turn it into distances
+and keep the nearest: at small dims that second pass costs as much as the products (exact
+search ran at about half the matrix-multiply floor at D=64; benchmarks/store_bench.py). The
+kernel keeps each tile of scores in registers and only touches the top-k where a score beats
+the k-th best so far. It is a C extension built at install (`setup.py`; optional: without a
+C compiler the install succeeds and FAISS serves), loaded here with ctypes, and runs on CPUs
+with AVX-512. `unavailable_reason()` says why it does not run; `serves(queries, k)` whether
+a search should use it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import faiss
+import numpy as np
+
+EXTENSION = "fewshot_metric.store._flat_topk"
+GROUP_BYTES = 1 << 20  # vectors packed per pass: half of a 2 MB L2 cache
+CHUNK_BYTES = 1 << 25  # queries packed per pass (the vectors are packed again for each)
+MIN_QUERIES = 64  # fewer: packing the vectors costs more than FAISS saves (1k x 512)
+MAX_K = 128  # more: keeping the top-k sorted costs more than FAISS's heaps
+MIN_QUERIES_PER_THREAD = 48  # four tiles of 12 queries
+
+_POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str | None]:
+    """(the loaded kernel, None) or (None, why it cannot run)."""
+    spec = importlib.util.find_spec(EXTENSION)
+    if spec is None or spec.origin is None:
+        return None, (f"{EXTENSION} was not built (no C compiler when the package was "
+                      f"installed; install gcc and run `pip install -e .` again)")
+    try:
+        library = ctypes.CDLL(spec.origin)
+    except OSError as error:
+        return None, f"{spec.origin} does not load: {error}"
+    if not library.fsm_supported():
+        return None, "this CPU has no AVX-512"
+    library.fsm_search.restype = ctypes.c_int
+    library.fsm_search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int,
+                                 _INT64, _POINTER, _POINTER, _INT64, _INT64]
+    return library, None
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernel runs here, else why not (FAISS then serves exact search)."""
+    return _library()[1]
+
+
+def serves(n_queries: int, k: int) -> bool:
+    """Whether a flat search of n_queries for the k best should run on the kernel."""
+    return n_queries >= MIN_QUERIES and k <= MAX_K and _library()[0] is not None
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="flat-search")
+
+
+def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """As FAISS's flat search of queries [n, D] among vectors [C, D] (C-contiguous float32):
+    raw float32 [n, k], squared L2 distances (nearest first; +inf where C < k) or inner
+    products when inner_product (largest first; -inf where C < k), and positions int64 [n, k]
+    (rows of vectors; -1 where C < k). Ties keep the lower position first. Threads: FAISS's
+    (`faiss.omp_set_num_threads`), one slice of queries each; the GIL is released."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"the flat search kernel cannot run: {reason}")
+    for name, array in (("queries", queries), ("vectors", vectors)):
+        if array.dtype != np.float32 or array.ndim != 2 or not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous float32 [N, D] array")
+    if queries.shape[1] != vectors.shape[1] or queries.shape[1] < 1 or k < 1:
+        raise ValueError(f"queries {queries.shape} and vectors {vectors.shape} must have the "
+                         f"same D >= 1, and k ({k}) must be >= 1")
+    n, dim = queries.shape
+    raw = np.empty((n, k), np.float32)
+    positions = np.empty((n, k), np.int64)
+
+    def run(start: int, stop: int) -> int:
+        return library.fsm_search(queries[start:].ctypes.data, stop - start,
+                                  vectors.ctypes.data, len(vectors), dim, int(inner_product), k,
+                                  raw[start:].ctypes.data, positions[start:].ctypes.data,
+                                  GROUP_BYTES, CHUNK_BYTES)
+
+    threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
+    cuts = np.linspace(0, n, threads + 1).astype(int).tolist()
+    codes = [run(0, n)] if threads == 1 else list(_pool(threads).map(run, cuts[:-1], cuts[1:]))
+    if any(codes):
+        raise MemoryError(f"the flat search kernel could not allocate its buffers "
+                          f"(codes {codes})")
+    return raw, positions
+
+
+def index_vectors(index: faiss.Index) -> tuple[np.ndarray, np.ndarray] | None:
+    """For an `IndexIDMap2` over an `IndexFlat`: views of its vectors float32 [N, D] and ids
+    int64 [N] (valid while the index is unchanged); None for any other index."""
+    if not isinstance(index, faiss.IndexIDMap2):
+        return None
+    flat = faiss.downcast_index(index.index)
+    if not isinstance(flat, faiss.IndexFlat) or index.ntotal == 0:
+        return None
+    n, dim = int(index.ntotal), int(index.d)
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    ids = faiss.rev_swig_ptr(index.id_map.data(), n)
+    return vectors, ids

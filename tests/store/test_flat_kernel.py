@@ -1,0 +1,158 @@
+"""The fused flat-search kernel: hand-worked scores, brute force on awkward shapes, ties,
+threads, the store's use of it, and FAISS serving where it cannot run."""
+
+from __future__ import annotations
+
+import os
+
+import faiss
+import numpy as np
+import pytest
+
+from fewshot_metric.store import PrototypeStore, flat_kernel
+
+reason = flat_kernel.unavailable_reason()
+if reason is not None and os.environ.get("CI"):
+    raise RuntimeError(f"CI must run the flat search kernel: {reason}")
+needs_kernel = pytest.mark.skipif(reason is not None, reason=f"flat search kernel: {reason}")
+
+
+@needs_kernel
+def test_scores_and_distances_worked_by_hand():
+    vectors = np.array([[0, 0], [1, 0], [0, 2], [3, 3]], np.float32)
+    queries = np.array([[1, 0], [0, 1.5], [3, 2]], np.float32)
+    # ||q - p||^2: query (1, 0) -> 1, 0, 5, 13; query (0, 1.5) -> 2.25, 3.25, 0.25, 11.25;
+    # query (3, 2) -> 13, 8, 9, 1
+    distances, positions = flat_kernel.flat_search(queries, vectors, 2, inner_product=False)
+    assert positions.tolist() == [[1, 0], [2, 0], [3, 1]]
+    np.testing.assert_array_equal(distances, [[0, 1], [0.25, 2.25], [1, 8]])
+    products, positions = flat_kernel.flat_search(queries, vectors, 1, inner_product=True)
+    assert positions[:, 0].tolist() == [3, 3, 3] and products[:, 0].tolist() == [3, 4.5, 15]
+
+
+@needs_kernel
+def test_more_asked_than_vectors_gives_minus_one_and_inf():
+    vectors = np.array([[1, 1], [2, 2]], np.float32)
+    distances, positions = flat_kernel.flat_search(np.zeros((1, 2), np.float32), vectors, 4,
+                                                   inner_product=False)
+    assert positions.tolist() == [[0, 1, -1, -1]]
+    assert distances[0, :2].tolist() == [2, 8] and np.isinf(distances[0, 2:]).all()
+    products, positions = flat_kernel.flat_search(np.ones((3, 2), np.float32),
+                                                  np.zeros((0, 2), np.float32), 2, True)
+    assert (positions == -1).all() and (products == -np.inf).all()
+
+
+@needs_kernel
+def test_ties_keep_the_lower_position_first():
+    vectors = np.array([[5, 5]] + [[1, 0]] * 40 + [[0, 1]], np.float32)  # 40 equal, 2 blocks
+    scores, positions = flat_kernel.flat_search(np.array([[1, 0]], np.float32), vectors, 3,
+                                                inner_product=True)
+    assert positions.tolist() == [[0, 1, 2]] and scores.tolist() == [[5, 1, 1]]
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, c, dim, k", [(1, 1, 1, 1), (13, 33, 7, 5), (250, 1000, 64, 1),
+                                          (97, 70, 33, 10), (300, 257, 512, 3)])
+@pytest.mark.parametrize("inner_product", [False, True])
+def test_matches_float64_brute_force(n, c, dim, k, inner_product):
+    rng = np.random.default_rng(n + c + dim)
+    queries = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors = rng.normal(size=(c, dim)).astype(np.float32)
+    q, p = queries.astype(np.float64), vectors.astype(np.float64)
+    exact = q @ p.T if inner_product else ((q[:, None, :] - p[None]) ** 2).sum(-1)
+    order = np.argsort(-exact if inner_product else exact, axis=1, kind="stable")[:, :k]
+    raw, positions = flat_kernel.flat_search(queries, vectors, k, inner_product)
+    kept = min(k, c)
+    np.testing.assert_array_equal(positions[:, :kept], order)
+    np.testing.assert_allclose(raw[:, :kept], np.take_along_axis(exact, order, 1),
+                               rtol=1e-4, atol=1e-3 * dim)
+
+
+@needs_kernel
+def test_threads_split_queries_without_changing_answers():
+    rng = np.random.default_rng(5)
+    queries = rng.normal(size=(500, 24)).astype(np.float32)
+    vectors = rng.normal(size=(3000, 24)).astype(np.float32)
+    threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = flat_kernel.flat_search(queries, vectors, 4, inner_product=False)
+        faiss.omp_set_num_threads(3)  # 3 slices even on fewer cores
+        three = flat_kernel.flat_search(queries, vectors, 4, inner_product=False)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    np.testing.assert_array_equal(one[1], three[1])
+    np.testing.assert_array_equal(one[0], three[0])
+
+
+@needs_kernel
+def test_query_chunks_and_vector_groups_do_not_change_answers(monkeypatch):
+    rng = np.random.default_rng(6)
+    queries = rng.normal(size=(203, 20)).astype(np.float32)
+    vectors = rng.normal(size=(1000, 20)).astype(np.float32)
+    whole = flat_kernel.flat_search(queries, vectors, 7, inner_product=False)
+    monkeypatch.setattr(flat_kernel, "CHUNK_BYTES", 20 * 4 * 20)  # 16 queries (tiles of 8)
+    monkeypatch.setattr(flat_kernel, "GROUP_BYTES", 20 * 4 * 48 * 3)  # 3 blocks of 48
+    parts = flat_kernel.flat_search(queries, vectors, 7, inner_product=False)
+    np.testing.assert_array_equal(whole[1], parts[1])
+    np.testing.assert_array_equal(whole[0], parts[0])
+
+
+@needs_kernel
+def test_refuses_arrays_it_cannot_read():
+    good = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="queries must be a C-contiguous float32"):
+        flat_kernel.flat_search(good.astype(np.float64), good, 1, inner_product=False)
+    with pytest.raises(ValueError, match="vectors must be a C-contiguous float32"):
+        flat_kernel.flat_search(good, np.asfortranarray(np.zeros((3, 3), np.float32)), 1, False)
+    with pytest.raises(ValueError, match="same D"):
+        flat_kernel.flat_search(good, np.zeros((2, 4), np.float32), 1, inner_product=False)
+
+
+def store_with_gaps(metric: str, kind: str = "flat") -> tuple[PrototypeStore, np.ndarray]:
+    """A store of 300 classes after removing every third (ids no longer 0..N-1), and 200
+    queries."""
+    rng = np.random.default_rng(11)
+    store = PrototypeStore(16, metric=metric, index=kind)
+    store.add(rng.normal(size=(300, 16)).astype(np.float32), [f"c{i}" for i in range(300)])
+    for i in range(0, 300, 3):
+        store.remove(f"c{i}")
+    return store, rng.normal(size=(200, 16)).astype(np.float32)
+
+
+@needs_kernel
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize("kind", ["flat", "ivf_flat"])  # ivf_flat: its exact stand-in
+def test_store_search_runs_the_kernel_and_matches_faiss(monkeypatch, metric, kind):
+    store, queries = store_with_gaps(metric, kind)
+    calls = []
+    search = flat_kernel.flat_search
+    monkeypatch.setattr(flat_kernel, "flat_search", lambda *a, **kw: calls.append(1) or
+                        search(*a, **kw))
+    fused = store.search(queries, k=5)
+    assert calls, "the store did not search with the kernel"
+    monkeypatch.setattr(flat_kernel, "serves", lambda n_queries, k: False)
+    plain = store.search(queries, k=5)
+    assert fused.labels == plain.labels
+    np.testing.assert_array_equal(fused.ids, plain.ids)
+    np.testing.assert_allclose(fused.distances, plain.distances, rtol=1e-5, atol=1e-5)
+
+
+def test_store_falls_back_to_faiss_where_the_kernel_cannot_run(monkeypatch):
+    store, queries = store_with_gaps("sqeuclidean")
+    expected = store.search(queries, k=3)
+    monkeypatch.setattr(flat_kernel, "_library", lambda: (None, "this CPU has no AVX-512"))
+    assert flat_kernel.unavailable_reason() == "this CPU has no AVX-512"
+    assert not flat_kernel.serves(1000, 1)
+    with pytest.raises(RuntimeError, match="cannot run: this CPU has no AVX-512"):
+        flat_kernel.flat_search(queries, queries, 1, inner_product=False)
+    result = store.search(queries, k=3)
+    assert result.labels == expected.labels
+    np.testing.assert_allclose(result.distances, expected.distances, rtol=1e-5, atol=1e-5)
+
+
+def test_serves_only_batches_and_small_k():
+    runs = reason is None
+    assert flat_kernel.serves(flat_kernel.MIN_QUERIES, flat_kernel.MAX_K) is runs
+    assert not flat_kernel.serves(flat_kernel.MIN_QUERIES - 1, 1)
+    assert not flat_kernel.serves(1000, flat_kernel.MAX_K + 1)
