@@ -1,13 +1,14 @@
 """Exact flat search by the fused kernel in flat_topk.c instead of FAISS's.
 
-FAISS's flat search writes a block of products, then reads it back to turn it into distances
-and keep the nearest: at small dims that second pass costs as much as the products (exact
-search ran at about half the matrix-multiply floor at D=64; benchmarks/store_bench.py). The
-kernel keeps each tile of scores in registers and only touches the top-k where a score beats
-the k-th best so far. It is a C extension built at install (`setup.py`; optional: without a
-C compiler the install succeeds and FAISS serves), loaded here with ctypes, and runs on CPUs
-with AVX-512. `unavailable_reason()` says why it does not run; `serves(queries, k)` whether
-a search should use it.
+FAISS's flat search (for fewer than 128,000 queries, `faiss.cvar.distance_compute_blas_
+threshold`) computes each query's distances one vector at a time, at about half the
+matrix-multiply floor at D=64 (benchmarks/store_bench.py). The kernel computes the products
+as a blocked matrix multiply, keeping each tile of scores in registers and touching the
+top-k only where a score beats the k-th best so far; the k distances it returns are then
+computed directly, as FAISS does, and ties come in FAISS's order. It is a C extension built
+at install (`setup.py`; optional: without a C compiler the install succeeds and FAISS
+serves), loaded here with ctypes, and runs on CPUs with AVX-512. `unavailable_reason()` says
+why it does not run; `serves(n_queries, k)` whether a search should use it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ GROUP_BYTES = 1 << 20  # vectors packed per pass: half of a 2 MB L2 cache
 CHUNK_BYTES = 1 << 25  # queries packed per pass (the vectors are packed again for each)
 MIN_QUERIES = 64  # fewer: packing the vectors costs more than FAISS saves (1k x 512)
 MAX_K = 128  # more: keeping the top-k sorted costs more than FAISS's heaps
-MIN_QUERIES_PER_THREAD = 48  # four tiles of 12 queries
+MIN_QUERIES_PER_THREAD = 48  # six tiles of 8 queries
 
 _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
 
@@ -41,11 +42,15 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
         library = ctypes.CDLL(spec.origin)
     except OSError as error:
         return None, f"{spec.origin} does not load: {error}"
-    if not library.fsm_supported():
+    try:
+        supported, search = library.fsm_supported, library.fsm_search
+    except AttributeError as error:  # built from another version of flat_topk.c
+        return None, f"{spec.origin} is stale ({error}); run `pip install -e .` again"
+    if not supported():
         return None, "this CPU has no AVX-512"
-    library.fsm_search.restype = ctypes.c_int
-    library.fsm_search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int,
-                                 _INT64, _POINTER, _POINTER, _INT64, _INT64]
+    search.restype = ctypes.c_int
+    search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int, _INT64,
+                       _POINTER, _POINTER, _INT64, _INT64]
     return library, None
 
 
@@ -67,10 +72,13 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product: bool
                 ) -> tuple[np.ndarray, np.ndarray]:
     """As FAISS's flat search of queries [n, D] among vectors [C, D] (C-contiguous float32):
-    raw float32 [n, k], squared L2 distances (nearest first; +inf where C < k) or inner
-    products when inner_product (largest first; -inf where C < k), and positions int64 [n, k]
-    (rows of vectors; -1 where C < k). Ties keep the lower position first. Threads: FAISS's
-    (`faiss.omp_set_num_threads`), one slice of queries each; the GIL is released."""
+    raw float32 [n, k], squared L2 distances (nearest first; +inf where C < k, where FAISS
+    gives float32's largest number) or inner products when inner_product (largest first;
+    -inf where C < k), and positions int64 [n, k] (rows of vectors; -1 where C < k). Exact
+    ties come in FAISS's order (flat_topk.c); vectors whose distances differ by less than the
+    float32 rounding of the ranking (about 1e-7 of ||q - v0||^2 + ||p - v0||^2, v0 the first
+    vector) may be ranked the other way. Threads: FAISS's (`faiss.omp_set_num_threads`), one
+    slice of queries each; the GIL is released."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the flat search kernel cannot run: {reason}")
@@ -93,9 +101,10 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
     cuts = np.linspace(0, n, threads + 1).astype(int).tolist()
     codes = [run(0, n)] if threads == 1 else list(_pool(threads).map(run, cuts[:-1], cuts[1:]))
+    if -2 in codes:
+        raise RuntimeError("the flat search kernel found no AVX-512 on this CPU")
     if any(codes):
-        raise MemoryError(f"the flat search kernel could not allocate its buffers "
-                          f"(codes {codes})")
+        raise MemoryError("the flat search kernel could not allocate its buffers")
     return raw, positions
 
 

@@ -216,7 +216,8 @@ class StoreIndex:
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """queries [Q, D] float32 -> raw FAISS scores [Q, n] float32, ids [Q, n] int64 (-1
         where an approximate index found fewer than n). A flat index with enough queries is
-        searched by the fused kernel (`flat_kernel`): the same answers, faster."""
+        searched by the fused kernel (`flat_kernel`): FAISS's answers up to float rounding,
+        faster."""
         stored = flat_kernel.index_vectors(self.faiss_index)
         if stored is None or not flat_kernel.serves(len(queries), n):
             return self.faiss_index.search(queries, n)

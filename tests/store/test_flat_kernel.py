@@ -43,11 +43,39 @@ def test_more_asked_than_vectors_gives_minus_one_and_inf():
 
 
 @needs_kernel
-def test_ties_keep_the_lower_position_first():
-    vectors = np.array([[5, 5]] + [[1, 0]] * 40 + [[0, 1]], np.float32)  # 40 equal, 2 blocks
-    scores, positions = flat_kernel.flat_search(np.array([[1, 0]], np.float32), vectors, 3,
-                                                inner_product=True)
-    assert positions.tolist() == [[0, 1, 2]] and scores.tolist() == [[5, 1, 1]]
+def test_ties_come_in_faiss_order():
+    # 60 equal vectors across two blocks of 48: as in FAISS's flat search, the lowest
+    # positions make the top-k, listed lowest first for squared L2, highest first for
+    # inner product
+    vectors = np.array([[5, 5]] + [[1, 0]] * 60 + [[0, 1]], np.float32)
+    query = np.array([[1, 0]], np.float32)
+    products, positions = flat_kernel.flat_search(query, vectors, 4, inner_product=True)
+    assert positions.tolist() == [[0, 3, 2, 1]] and products.tolist() == [[5, 1, 1, 1]]
+    distances, positions = flat_kernel.flat_search(query, vectors, 4, inner_product=False)
+    assert positions.tolist() == [[1, 2, 3, 4]] and distances.tolist() == [[0, 0, 0, 0]]
+    queries = np.array([[1, 0], [0, 1], [2, 2], [-1, 0]], np.float32)
+    for index, inner_product in ((faiss.IndexFlatIP(2), True), (faiss.IndexFlatL2(2), False)):
+        index.add(vectors)
+        for k in (1, 3, 61, 70):
+            expected = index.search(queries, k)[1]
+            assert (flat_kernel.flat_search(queries, vectors, k, inner_product)[1]
+                    == expected).all(), (inner_product, k)
+
+
+@needs_kernel
+def test_distances_far_from_the_origin_keep_their_precision():
+    # float32 expansions ||q||^2 - 2 q.p + ||p||^2 at norm^2 ~ 640,000 round to ~0.06: the
+    # kernel ranks on vectors shifted by a stored one and computes the k distances directly
+    rng = np.random.default_rng(8)
+    vectors = (100 + 0.1 * rng.normal(size=(500, 64))).astype(np.float32)
+    queries = (vectors[:100] + 0.02 * rng.normal(size=(100, 64))).astype(np.float32)
+    queries[:10] = vectors[:10]  # identical: distance exactly 0
+    distances, positions = flat_kernel.flat_search(queries, vectors, 2, inner_product=False)
+    exact = ((queries.astype(np.float64)[:, None] - vectors[None]) ** 2).sum(-1)
+    assert (positions[:, 0] == np.arange(100)).all()
+    assert (positions == np.argsort(exact, axis=1, kind="stable")[:, :2]).all()
+    np.testing.assert_allclose(distances, np.take_along_axis(exact, positions, 1), rtol=1e-5)
+    assert (distances[:10, 0] == 0).all()
 
 
 @needs_kernel
@@ -65,7 +93,7 @@ def test_matches_float64_brute_force(n, c, dim, k, inner_product):
     kept = min(k, c)
     np.testing.assert_array_equal(positions[:, :kept], order)
     np.testing.assert_allclose(raw[:, :kept], np.take_along_axis(exact, order, 1),
-                               rtol=1e-4, atol=1e-3 * dim)
+                               rtol=1e-5, atol=1e-5 * dim)
 
 
 @needs_kernel
