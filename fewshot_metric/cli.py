@@ -187,9 +187,10 @@ def _print_info(args: argparse.Namespace, store) -> None:
     print(f"classes:      {len(store)} ({sum(counts.values())} shots)")
     print(f"embeddings:   dim {store.dim}, metric {store.metric}, {store.mode} mode")
     print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
-    kernel = flat_kernel.unavailable_reason()
-    print("exact search: " + (f"fused AVX-512 kernel for {flat_kernel.MIN_QUERIES}+ queries"
-                              if kernel is None else f"FAISS ({kernel})"))
+    if store.index_kind == "flat":
+        kernel = flat_kernel.unavailable_reason()
+        print("exact search: " + (f"fused AVX-512 kernel for {flat_kernel.MIN_QUERIES}+ queries"
+                                  if kernel is None else f"FAISS ({kernel})"))
     print(f"checkpoint:   {store.info.get('checkpoint')}")
     print(f"fingerprint:  {store.fingerprint}")
     print(f"reject above: {store.info.get('reject_distance')}")

@@ -48,15 +48,17 @@ def test_register_query_and_edit_a_store(tiny_checkpoint: Path, glyph_images: Pa
 
     assert main(["store", "rename", store, "first glyph", "premier glyphe"]) == 0
     assert main(["store", "remove", store, "glyph00803"]) == 0
+    assert main(["store", "info", store]) == 0  # flat: says what searches it
+    reason = flat_kernel.unavailable_reason()
+    assert (f"exact search: FAISS ({reason})" if reason else
+            "exact search: fused AVX-512 kernel for 64+ queries") in capsys.readouterr().out
     assert main(["store", "index", store, "hnsw", "--option", "efSearch=32"]) == 0
     capsys.readouterr()
     assert main(["store", "info", store]) == 0
     info = capsys.readouterr().out
     assert "classes:      4 (21 shots)" in info and "premier glyphe: 3 shots" in info
     assert "hnsw" in info and str(tiny_checkpoint.resolve()) in info
-    reason = flat_kernel.unavailable_reason()
-    assert (f"exact search: FAISS ({reason})" if reason else
-            "exact search: fused AVX-512 kernel for 64+ queries") in info
+    assert "exact search" not in info
     assert PrototypeStore.load(store).index_options["efSearch"] == 32
 
 
