@@ -138,11 +138,14 @@ class RowTable:
         rows = np.full(len(values), -1, np.int64)
         if not self._blocks or not len(values):
             return rows
-        firsts = np.array([block[name][0] if used else np.iinfo(np.int64).max for block, used
-                           in zip(self._blocks, self._used, strict=True)])
-        block = np.maximum(np.searchsorted(firsts, values, side="right") - 1, 0)
-        for b in np.unique(block).tolist():
-            at = np.flatnonzero(block == b)
+        if len(self._blocks) == 1:  # most stores: every value is looked up in block 0
+            groups = [(0, np.arange(len(values)))]
+        else:
+            firsts = np.array([block[name][0] if used else np.iinfo(np.int64).max
+                               for block, used in zip(self._blocks, self._used, strict=True)])
+            block = np.maximum(np.searchsorted(firsts, values, side="right") - 1, 0)
+            groups = [(b, np.flatnonzero(block == b)) for b in np.unique(block).tolist()]
+        for b, at in groups:
             column = self._blocks[b][name][:self._used[b]]
             if not len(column):
                 continue
