@@ -25,7 +25,7 @@ EXTENSION = "fewshot_metric.store._flat_topk"
 GROUP_BYTES = 1 << 20  # vectors packed per pass: half of a 2 MB L2 cache
 CHUNK_BYTES = 1 << 25  # queries packed per pass (the vectors are packed again for each)
 MIN_QUERIES = 64  # fewer: packing the vectors costs more than FAISS saves (1k x 512)
-MAX_K = 128  # more: keeping the top-k sorted costs more than FAISS's heaps
+CENTRE_SAMPLE = 1024  # vectors (at an even stride) that choose the centre of squared L2
 MIN_QUERIES_PER_THREAD = 48  # six tiles of 8 queries
 
 _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
@@ -49,8 +49,8 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     if not supported():
         return None, "this CPU has no AVX-512"
     search.restype = ctypes.c_int
-    search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int, _INT64,
-                       _POINTER, _POINTER, _INT64, _INT64]
+    search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int, _POINTER,
+                       _INT64, _POINTER, _POINTER, _INT64, _INT64]
     return library, None
 
 
@@ -60,13 +60,31 @@ def unavailable_reason() -> str | None:
 
 
 def serves(n_queries: int, k: int) -> bool:
-    """Whether a flat search of n_queries for the k best should run on the kernel."""
-    return n_queries >= MIN_QUERIES and k <= MAX_K and _library()[0] is not None
+    """Whether a flat search of n_queries for the k best should run on the kernel: enough
+    queries, and k below FAISS's switch from heaps to a reservoir (100 in FAISS 1.15), whose
+    order of ties the kernel does not reproduce."""
+    return (n_queries >= MIN_QUERIES and k < faiss.cvar.distance_compute_min_k_reservoir
+            and _library()[0] is not None)
 
 
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="flat-search")
+
+
+def _centre(vectors: np.ndarray) -> np.ndarray:
+    """The vector [D] (float32) to rank squared L2 around: of up to CENTRE_SAMPLE vectors at
+    an even stride, the one nearest their mean. A stored vector keeps integer-valued data
+    exact (and so their ties), and an outlier is never chosen."""
+    sample = vectors[::max(1, len(vectors) // CENTRE_SAMPLE)]
+    if not len(sample):
+        return np.zeros(vectors.shape[1], np.float32)
+    mean = sample.mean(0, dtype=np.float64).astype(np.float32)
+    # einsum, not `@`: a BLAS call leaves OpenBLAS threads spinning on the cores the kernel
+    # is about to use (1k x 512 searches ran 1.6x slower)
+    nearest = np.argmin(np.einsum("ij,ij->i", sample, sample)
+                        - 2 * np.einsum("ij,j->i", sample, mean))
+    return np.ascontiguousarray(sample[nearest])
 
 
 def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product: bool
@@ -75,10 +93,11 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     raw float32 [n, k], squared L2 distances (nearest first; +inf where C < k, where FAISS
     gives float32's largest number) or inner products when inner_product (largest first;
     -inf where C < k), and positions int64 [n, k] (rows of vectors; -1 where C < k). Exact
-    ties come in FAISS's order (flat_topk.c); vectors whose distances differ by less than the
-    float32 rounding of the ranking (about 1e-7 of ||q - v0||^2 + ||p - v0||^2, v0 the first
-    vector) may be ranked the other way. Threads: FAISS's (`faiss.omp_set_num_threads`), one
-    slice of queries each; the GIL is released."""
+    ties come in FAISS's order (flat_topk.c) for k below 100; vectors whose distances differ
+    by less than the float32 rounding of the ranking (about 1e-7 of ||q - m||^2 + ||p - m||^2,
+    m the stored vector nearest the data's mean, `_centre`) may be ranked the other way.
+    Threads: FAISS's (`faiss.omp_set_num_threads`), one slice of queries each; the GIL is
+    released."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the flat search kernel cannot run: {reason}")
@@ -91,12 +110,13 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     n, dim = queries.shape
     raw = np.empty((n, k), np.float32)
     positions = np.empty((n, k), np.int64)
+    centre = _centre(vectors)
 
     def run(start: int, stop: int) -> int:
         return library.fsm_search(queries[start:].ctypes.data, stop - start,
-                                  vectors.ctypes.data, len(vectors), dim, int(inner_product), k,
-                                  raw[start:].ctypes.data, positions[start:].ctypes.data,
-                                  GROUP_BYTES, CHUNK_BYTES)
+                                  vectors.ctypes.data, len(vectors), dim, int(inner_product),
+                                  centre.ctypes.data, k, raw[start:].ctypes.data,
+                                  positions[start:].ctypes.data, GROUP_BYTES, CHUNK_BYTES)
 
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
     cuts = np.linspace(0, n, threads + 1).astype(int).tolist()

@@ -4,10 +4,10 @@
  * threads (one call each).
  *
  * Ranking: score(q, p) = q . p for inner product. For squared L2, score = q' . p' - ||p'||^2/2
- * with q' = q - P[0] and p' = p - P[0] (distances do not change under a shift, and shifting
- * by a stored vector keeps the float32 rounding of the expansion at the scale of the data's
- * spread rather than of its distance from the origin): the nearest vector has the largest
- * score. The k distances returned are then computed directly, sum((q - p)^2), and re-sorted.
+ * with q' = q - shift and p' = p - shift, shift a centre of the vectors given by the caller
+ * (distances do not change under a shift, and centring keeps the float32 rounding of the
+ * expansion at the scale of the data's spread rather than of its distance from the origin):
+ * the nearest vector has the largest score. The k distances returned are then computed directly, sum((q - p)^2), and re-sorted.
  * Ties as in FAISS's flat search (its heaps): for squared L2 the lower position wins; for
  * inner product the top-k is what FAISS's heap keeps, vectors taken in position order (an
  * equal score does not displace the k-th, a better one displaces the lowest position among
@@ -160,12 +160,13 @@ __attribute__((target("avx512f"))) static float squared_distance(const float *a,
 /* Queries Q [n, d] and vectors P [c, d], row-major float32 -> for each query its k nearest
  * vectors, nearest first: out [n, k] squared L2 distances (ascending; +inf where fewer than k
  * vectors), or inner products when inner_product (descending; -inf where fewer), and
- * position [n, k] (row of P; -1 where none). group_bytes: packed vectors per group (about
- * half the L2 cache); chunk_bytes: packed queries per chunk (the vectors are packed again
- * for each chunk). Returns 0, or -1 when memory ran out, -2 on a CPU without AVX-512. */
+ * position [n, k] (row of P; -1 where none). shift [d]: the centre to rank squared L2 around
+ * (ignored for inner product). group_bytes: packed vectors per group (about half the L2
+ * cache); chunk_bytes: packed queries per chunk (the vectors are packed again for each
+ * chunk). Returns 0, or -1 when memory ran out, -2 on a CPU without AVX-512. */
 int fsm_search(const float *Q, int64_t n, const float *P, int64_t c, int64_t d,
-               int inner_product, int64_t k, float *out, int64_t *position, int64_t group_bytes,
-               int64_t chunk_bytes) {
+               int inner_product, const float *shift, int64_t k, float *out, int64_t *position,
+               int64_t group_bytes, int64_t chunk_bytes) {
     if (!fsm_supported()) return -2;
     float *s = out; /* scores while searching, then distances in place */
     for (int64_t i = 0; i < n * k; i++) {
@@ -173,7 +174,7 @@ int fsm_search(const float *Q, int64_t n, const float *P, int64_t c, int64_t d,
         position[i] = -1;
     }
     if (n == 0) return 0;
-    const float *shift = inner_product || c == 0 ? NULL : P;
+    if (inner_product) shift = NULL;
     const int64_t blocks = (c + NR - 1) / NR;
     int64_t group = group_bytes / (d * NR * (int64_t)sizeof(float));
     if (group > blocks) group = blocks;

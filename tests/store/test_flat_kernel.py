@@ -56,10 +56,25 @@ def test_ties_come_in_faiss_order():
     queries = np.array([[1, 0], [0, 1], [2, 2], [-1, 0]], np.float32)
     for index, inner_product in ((faiss.IndexFlatIP(2), True), (faiss.IndexFlatL2(2), False)):
         index.add(vectors)
-        for k in (1, 3, 61, 70):
+        for k in (1, 3, 61, 70, 99):
             expected = index.search(queries, k)[1]
             assert (flat_kernel.flat_search(queries, vectors, k, inner_product)[1]
                     == expected).all(), (inner_product, k)
+
+
+@needs_kernel
+def test_an_outlier_stored_first_does_not_spoil_the_ranking():
+    # squared L2 ranks around the stored vector nearest the mean, not around the first one
+    rng = np.random.default_rng(9)
+    vectors = rng.integers(-3, 4, size=(300, 8)).astype(np.float32)
+    vectors[0] = 1e4
+    queries = rng.integers(-3, 4, size=(64, 8)).astype(np.float32)
+    index = faiss.IndexFlatL2(8)
+    index.add(vectors)
+    expected_distances, expected = index.search(queries, 5)
+    distances, positions = flat_kernel.flat_search(queries, vectors, 5, inner_product=False)
+    np.testing.assert_array_equal(positions, expected)
+    np.testing.assert_array_equal(distances, expected_distances)
 
 
 @needs_kernel
@@ -179,8 +194,9 @@ def test_store_falls_back_to_faiss_where_the_kernel_cannot_run(monkeypatch):
     np.testing.assert_allclose(result.distances, expected.distances, rtol=1e-5, atol=1e-5)
 
 
-def test_serves_only_batches_and_small_k():
+def test_serves_batches_and_k_below_faiss_reservoir():
     runs = reason is None
-    assert flat_kernel.serves(flat_kernel.MIN_QUERIES, flat_kernel.MAX_K) is runs
+    assert faiss.cvar.distance_compute_min_k_reservoir == 100  # FAISS 1.15's default
+    assert flat_kernel.serves(flat_kernel.MIN_QUERIES, 99) is runs
     assert not flat_kernel.serves(flat_kernel.MIN_QUERIES - 1, 1)
-    assert not flat_kernel.serves(1000, flat_kernel.MAX_K + 1)
+    assert not flat_kernel.serves(1000, 100)  # FAISS's reservoir orders ties otherwise
