@@ -17,6 +17,8 @@ if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$LOCK_SH
     # never let pip pair torchvision with a different (e.g. local +cpu) torch.
     "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.lock"
     "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$ROOT"
+    "$VENV/bin/python" -c "from fewshot_metric.store import flat_kernel as k; r = \
+k.unavailable_reason(); r and print('[fewshot-metric] exact search will use FAISS:', r)" >&2
     echo "$LOCK_SHA" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
