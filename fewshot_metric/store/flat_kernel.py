@@ -110,12 +110,13 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     n, dim = queries.shape
     raw = np.empty((n, k), np.float32)
     positions = np.empty((n, k), np.int64)
-    centre = _centre(vectors)
+    centre = None if inner_product else _centre(vectors)  # inner product ranks unshifted
 
     def run(start: int, stop: int) -> int:
         return library.fsm_search(queries[start:].ctypes.data, stop - start,
                                   vectors.ctypes.data, len(vectors), dim, int(inner_product),
-                                  centre.ctypes.data, k, raw[start:].ctypes.data,
+                                  None if centre is None else centre.ctypes.data, k,
+                                  raw[start:].ctypes.data,
                                   positions[start:].ctypes.data, GROUP_BYTES, CHUNK_BYTES)
 
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))

@@ -117,7 +117,8 @@ __attribute__((target("avx512f"))) static void tile(const float *q, const float 
  * ppack [count / NR][d][NR] and biases (-||p||^2 / 2, or 0 for inner product) into bias
  * [count]; rows past c are zeros. Returns the mask of real rows in the last block. */
 static uint64_t pack_vectors(const float *P, int64_t c, int64_t d, const float *shift,
-                             int64_t first, int64_t count, float *ppack, float *bias) {
+                             int inner_product, int64_t first, int64_t count, float *ppack,
+                             float *bias) {
     for (int64_t j = 0; j < count; j++) {
         const int64_t row = first + j;
         float *dst = ppack + (j / NR) * NR * d + j % NR, sq = 0.0f;
@@ -126,7 +127,7 @@ static uint64_t pack_vectors(const float *P, int64_t c, int64_t d, const float *
             dst[t * NR] = x;
             sq += x * x;
         }
-        bias[j] = shift ? -0.5f * sq : 0.0f;
+        bias[j] = inner_product ? 0.0f : -0.5f * sq;
     }
     const int64_t real = c - (first + count - NR);
     return real >= NR ? ~0ULL : (1ULL << real) - 1;
@@ -198,7 +199,8 @@ int fsm_search(const float *Q, int64_t n, const float *P, int64_t c, int64_t d,
         for (int64_t g0 = 0; g0 < blocks; g0 += group) {
             const int64_t g1 = g0 + group < blocks ? g0 + group : blocks;
             const uint64_t last_valid =
-                pack_vectors(P, c, d, shift, g0 * NR, (g1 - g0) * NR, ppack, bias);
+                pack_vectors(P, c, d, shift, inner_product, g0 * NR, (g1 - g0) * NR, ppack,
+                             bias);
             for (int64_t t0 = 0; t0 < tiles; t0++) {
                 const int64_t rows = m - t0 * MR < MR ? m - t0 * MR : MR;
                 for (int64_t b = g0; b < g1; b++)

@@ -218,8 +218,9 @@ class StoreIndex:
         where an approximate index found fewer than n). A flat index with enough queries is
         searched by the fused kernel (`flat_kernel`): FAISS's answers up to float rounding,
         faster."""
-        stored = flat_kernel.index_vectors(self.faiss_index)
-        if stored is None or not flat_kernel.serves(len(queries), n):
+        stored = (flat_kernel.index_vectors(self.faiss_index)
+                  if flat_kernel.serves(len(queries), n) else None)
+        if stored is None:
             return self.faiss_index.search(queries, n)
         vectors, ids = stored
         raw, positions = flat_kernel.flat_search(

@@ -395,8 +395,8 @@ class PrototypeStore:
         index.rebuild(*self._index_source())
         self._index = index
 
-    def _labels_at(self, rows: np.ndarray) -> list[str]:
-        """The labels of class rows [R]."""
+    def _labels_at(self, rows: np.ndarray) -> list:
+        """The labels of class rows of any shape ([R] -> list of str, [Q, k] -> lists)."""
         return self._labels.at(rows).tolist()
 
     def _check_writable(self) -> None:
@@ -494,7 +494,7 @@ class PrototypeStore:
         logits = -distances.astype(np.float64) / temperature
         scores = np.exp(logits - logits.max(1, keepdims=True))
         scores /= scores.sum(1, keepdims=True)
-        labels = self._labels.at(rows).tolist()
+        labels = self._labels_at(rows)
         class_ids = self._classes.get("id", rows.ravel()).reshape(rows.shape)
         rejected = np.zeros(len(queries), bool)
         if reject_distance is not None:
