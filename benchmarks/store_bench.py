@@ -80,6 +80,7 @@ from threadpoolctl import threadpool_info
 
 from fewshot_metric import Embedder, FewShotClassifier
 from fewshot_metric.backbones import create_backbone
+from fewshot_metric.data import png
 from fewshot_metric.distances import build_distance
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.store import PrototypeStore, flat_kernel
@@ -586,10 +587,15 @@ def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[s
     """Best images/s of the bare backbone the query path runs (batch norm folded) on the
     decoded images, of the model as trained (unfolded) on them, of classifier.query on the
     files, timed alternately after one warm-up each, and of decoding + preprocessing alone
-    in this thread (one core)."""
+    as the query path does it (`decode_many`), on one core (torch on one thread)."""
     embedder = classifier.embedder
-    decoded, decode_s = timed(lambda: embedder.transform.normalize(
-        torch.stack([embedder.decode(path) for path in paths])))  # as the query path does
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        decoded, decode_s = timed(lambda: embedder.transform.normalize(
+            embedder.decode_many(paths)))
+    finally:
+        torch.set_num_threads(threads)
     decoded = decoded.contiguous(memory_format=torch.channels_last)
 
     def forward(network: torch.nn.Module) -> Callable[[], None]:
@@ -602,7 +608,8 @@ def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[s
     def query() -> None:
         classifier.query(paths, k=5, batch_size=QUERY_PATH_BATCH)
 
-    runs = {"bare": forward(embedder.backbone), "unfolded": forward(embedder.model.backbone),
+    # the model as trained first: runs right after its larger forward measured slower
+    runs = {"unfolded": forward(embedder.model.backbone), "bare": forward(embedder.backbone),
             "query": query}
     best = {"decode": len(paths) / decode_s}
     for label, run in runs.items():
@@ -621,9 +628,10 @@ def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
     with batch norm folded into the convolutions) on the same images already decoded and
     preprocessed, same batch size; the model as trained (unfolded) for reference. Untrained
     weights: speed does not depend on them. Target: >= 0.8 of the bare backbone's images/s.
-    Also decoding + preprocessing alone, on one core, and the best ratio a perfect overlap
-    could reach on this machine's cores: the bare forward takes cores / bare core-seconds
-    per image (it uses all cores), decoding 1 / decode, so at best
+    Also decoding + preprocessing alone as the query path does it, on one core, and the
+    best ratio this machine's cores allow (decoding spread over all cores, or overlapped
+    with the forward, at no cost beyond its own): the bare forward takes cores / bare
+    core-seconds per image (it uses all cores), decoding 1 / decode, so at best
     query = cores / (cores / bare + 1 / decode)."""
     rows = []
     rng = np.random.default_rng([args.seed, 2])
@@ -681,6 +689,7 @@ def machine() -> dict:
             "sklearn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
             "faiss_threads": faiss.omp_get_max_threads(), "thread_pools": blas,
             "flat_kernel": flat_kernel.unavailable_reason() or "runs",
+            "png_decoder": png.unavailable_reason() or "runs",
             "load_average": os.getloadavg()[0]}
 
 
@@ -698,7 +707,8 @@ def print_machine(info: dict) -> None:
                   "Prescott (SSE3) kernels: its matrix products (flat search, IVF training) "
                   "are several times slower than numpy's. OPENBLAS_CORETYPE=SkylakeX (AVX-512) "
                   "or Haswell (AVX2) in the environment selects a fast kernel.")
-    print(f"fused flat-search kernel: {info['flat_kernel']}")
+    print(f"fused flat-search kernel: {info['flat_kernel']}; PNG batch decoder: "
+          f"{info['png_decoder']}")
     print(f"load average at start: {info['load_average']:.2f}")
     if info["load_average"] > 0.5:
         print("WARNING: other work was running; the rates below are wall-clock and may be low")

@@ -91,3 +91,32 @@ def test_exif_rotated_photo_is_read_upright(tmp_path: Path) -> None:
     assert upright.size == (30, 40)
     clockwise = stored.transpose(Image.Transpose.ROTATE_270)
     assert np.array_equal(np.asarray(upright), np.asarray(clockwise))
+
+
+def test_decode_steps_are_the_batches_that_fit_in_decode_bytes(
+        trained: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
+    image_bytes = 1 * 28 * 28  # the quickstart's Conv-4 input
+    monkeypatch.setattr("fewshot_metric.embedder.DECODE_BYTES", 75 * image_bytes)
+    # batches of 10: 7 of them (70 images) fit in 75 images' pixels
+    steps = [(s.start, s.stop) for s in embedder._decode_steps(215, 10)]
+    assert steps == [(0, 70), (70, 140), (140, 210), (210, 215)]
+    assert list(embedder._decode_steps(0, 10)) == []
+    monkeypatch.setattr("fewshot_metric.embedder.DECODE_BYTES", 1)  # less than one batch
+    assert [s.stop for s in embedder._decode_steps(25, 10)] == [10, 20, 25]
+
+
+def test_embedding_files_in_many_steps_equals_one_step(trained: Trainer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = Embedder.from_checkpoint(trained.out_dir / "last.safetensors")
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(23):  # at the model's size (batch-decoded) and not (decoded one by one)
+        size = (28, 28) if i % 4 else (35, 30)
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(paths[-1])
+    whole = embedder.embed(paths, batch_size=4)
+    monkeypatch.setattr("fewshot_metric.embedder.DECODE_BYTES", 28 * 28)  # steps of one batch
+    np.testing.assert_array_equal(embedder.embed(paths, batch_size=4), whole)
+    expected = embedder.embed(torch.stack([embedder.preprocess(path) for path in paths]), 4)
+    np.testing.assert_array_equal(whole, expected)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
-from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
+
+from fewshot_metric.native import load_extension, split_over_threads
 
 EXTENSION = "fewshot_metric.store._flat_topk"
 GROUP_BYTES = 1 << 20  # vectors packed per pass: half of a 2 MB L2 cache
@@ -34,24 +34,13 @@ _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
 @functools.cache
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded kernel, None) or (None, why it cannot run)."""
-    spec = importlib.util.find_spec(EXTENSION)
-    if spec is None or spec.origin is None:
-        return None, (f"{EXTENSION} was not built (no C compiler when the package was "
-                      f"installed; install gcc and run `pip install -e .` again)")
-    try:
-        library = ctypes.CDLL(spec.origin)
-    except OSError as error:
-        return None, f"{spec.origin} does not load: {error}"
-    try:
-        supported, search = library.fsm_supported, library.fsm_search
-    except AttributeError as error:  # built from another version of flat_topk.c
-        return None, f"{spec.origin} is stale ({error}); run `pip install -e .` again"
-    if not supported():
+    library, reason = load_extension(EXTENSION, {
+        "fsm_supported": (ctypes.c_int, []),
+        "fsm_search": (ctypes.c_int, [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int,
+                                      _POINTER, _INT64, _POINTER, _POINTER, _INT64, _INT64])})
+    if library is not None and not library.fsm_supported():
         return None, "this CPU has no AVX-512"
-    search.restype = ctypes.c_int
-    search.argtypes = [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int, _POINTER,
-                       _INT64, _POINTER, _POINTER, _INT64, _INT64]
-    return library, None
+    return library, reason
 
 
 def unavailable_reason() -> str | None:
@@ -65,11 +54,6 @@ def serves(n_queries: int, k: int) -> bool:
     order of ties the kernel does not reproduce."""
     return (n_queries >= MIN_QUERIES and k < faiss.cvar.distance_compute_min_k_reservoir
             and _library()[0] is not None)
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="flat-search")
 
 
 def _centre(vectors: np.ndarray) -> np.ndarray:
@@ -120,8 +104,7 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
                                   positions[start:].ctypes.data, GROUP_BYTES, CHUNK_BYTES)
 
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
-    cuts = np.linspace(0, n, threads + 1).astype(int).tolist()
-    codes = [run(0, n)] if threads == 1 else list(_pool(threads).map(run, cuts[:-1], cuts[1:]))
+    codes = split_over_threads(run, n, threads, "flat-search")
     if -2 in codes:
         raise RuntimeError("the flat search kernel found no AVX-512 on this CPU")
     if any(codes):
