@@ -132,13 +132,20 @@ class RowTable:
                 yield values if live.all() else values[live]
 
     def find(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Rows [V] whose column `name` (ascending by row) holds values [V]; -1 where none
+        """Rows [V] whose column `name` (strictly ascending by row) holds values [V]; -1 where none
         does (or the row is dead)."""
         values = np.asarray(values, np.int64)
         rows = np.full(len(values), -1, np.int64)
         if not self._blocks or not len(values):
             return rows
         if len(self._blocks) == 1:  # most stores: every value is looked up in block 0
+            column, used = self._blocks[0][name], self._used[0]
+            if used and column[used - 1] - column[0] == used - 1:  # values first, first + 1...
+                offset = values - column[0]
+                inside = (offset >= 0) & (offset < used)
+                inside[inside] &= self._blocks[0]["live"][offset[inside]]
+                rows[inside] = offset[inside]
+                return rows
             groups = [(0, np.arange(len(values)))]
         else:
             firsts = np.array([block[name][0] if used else np.iinfo(np.int64).max

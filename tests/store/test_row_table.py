@@ -69,3 +69,14 @@ def test_a_table_over_read_only_arrays_reads_but_refuses_writes():
     assert table.find("id", np.array([5, 9, 2])).tolist() == [1, 2, -1]
     with pytest.raises(ValueError, match="read-only"):
         table.set("id", np.array([0]), np.array([2]))
+
+
+@pytest.mark.parametrize("ids", [[5, 6, 7, 8, 9], [5, 6, 8, 9, 12]], ids=["consecutive", "gaps"])
+def test_find_in_one_block_with_and_without_consecutive_values(ids):
+    # consecutive values are found by subtraction, others by binary search: the same rows
+    table = RowTable.from_arrays(SPEC, {"id": np.array(ids), "vec": np.zeros((5, 2))})
+    table.set_live(np.array([1]), False)  # the row holding 6
+    wanted = np.array([9, 6, 5, 4, 10, 8, -1, 12, 7, 0])
+    expected = [ids.index(v) if v in ids and v != 6 else -1 for v in wanted.tolist()]
+    assert table.find("id", wanted).tolist() == expected
+    assert table.find("id", np.zeros(0, np.int64)).tolist() == []

@@ -179,3 +179,10 @@ def test_rows_an_ivf_probe_cannot_fill_are_answered_exactly(blobs):
     exact, answered = flat.search(queries, k=80), ivf.search(queries, k=80)
     assert answered.labels == exact.labels and (answered.ids >= 0).all()
     np.testing.assert_allclose(answered.distances, exact.distances, rtol=1e-5)
+
+
+def test_label_array_holds_the_labels_as_an_object_array():
+    result = abc_store().search(np.array([[1.0, 1.0], [10.0, 10.0]]), k=2, reject_distance=2.0)
+    assert result.label_array.dtype == object and result.label_array.shape == (2, 2)
+    assert result.label_array.tolist() == result.labels == [["a", "b"], ["unknown", "b"]]
+    assert abc_store().search(np.array([[10.0, 10.0]]), k=1).label_array.tolist() == [["c"]]
