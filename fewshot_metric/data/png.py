@@ -36,6 +36,7 @@ _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
 @functools.cache
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
     return load_extension(EXTENSION, {
+        "fsm_png_is_plain": (ctypes.c_int, [_POINTER, _INT64, ctypes.c_int, _INT64, _INT64]),
         "fsm_png_decode": (ctypes.c_int, [_POINTER, _INT64, ctypes.c_int, _INT64, _INT64,
                                           _POINTER]),
         "fsm_png_decode_files": (_INT64, [_POINTER, _INT64, ctypes.c_int, _INT64, _INT64,
@@ -65,7 +66,7 @@ def decode_plain_png(data: bytes, channels: int) -> torch.Tensor | None:
     width, height = struct.unpack(">II", data[16:24])
     if not _within_pil_limit(width, height):
         return None
-    if not library.fsm_png_decode(data, len(data), channels, height, width, None):
+    if not library.fsm_png_is_plain(data, len(data), channels, height, width):
         return None  # checked before allocating what the header claims
     pixels = torch.empty((channels, height, width), dtype=torch.uint8)
     decoded = library.fsm_png_decode(data, len(data), channels, height, width,
@@ -87,6 +88,7 @@ def decode_plain_png_files(paths: Sequence[str | Path], channels: int, size: tup
     if library is None or not paths or not _within_pil_limit(size[1], size[0]):
         return pixels, decoded.astype(bool)
     encoded = [os.fsencode(path) for path in paths]
+    encoded = [b"" if b"\0" in name else name for name in encoded]  # `decode` refuses those
     names = (ctypes.c_char_p * len(encoded))(*encoded)
     names_at, image_bytes = ctypes.addressof(names), channels * size[0] * size[1]
 

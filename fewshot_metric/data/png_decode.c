@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #define MAX_FILE_BYTES (64 << 20) /* larger files go to PIL */
+#define MAX_SIDE 1000000          /* libpng's default limit on width and height */
 
 static const uint8_t SIGNATURE[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 static const char PLAIN_CHUNKS[][5] = {"IHDR", "IDAT", "IEND", "gAMA", "cHRM", "sRGB",
@@ -42,6 +43,7 @@ static int plain_chunk(const uint8_t *kind) {
  * checks those). */
 static int is_plain(const uint8_t *data, size_t size, int channels, int64_t height,
                     int64_t width) {
+    if (height < 1 || width < 1 || height > MAX_SIDE || width > MAX_SIDE) return 0;
     if (size < 8 + 12 + 13 || memcmp(data, SIGNATURE, 8) != 0 || memcmp(data + 12, "IHDR", 4))
         return 0;
     int depth = data[24], colour = data[25];
@@ -114,7 +116,7 @@ static int decode(const uint8_t *data, size_t size, int channels, int64_t height
         uint8_t *pixels = channels == 1 ? out : rgb; /* rows of [width, channels] */
         for (int64_t y = 0; y < height; y++) rows[y] = pixels + y * width * channels;
         png_read_image(png, rows);
-        png_read_end(png, NULL);
+        png_read_end(png, info); /* checks the chunks after the image data, as PIL does */
         decoded = !source.warned;
     }
     png_destroy_read_struct(&png, &info, NULL);
@@ -127,11 +129,16 @@ static int decode(const uint8_t *data, size_t size, int channels, int64_t height
     return decoded;
 }
 
+/* Whether data is a plain PNG of height x width in `channels` (1 or 0), before decoding. */
+int fsm_png_is_plain(const uint8_t *data, int64_t size, int channels, int64_t height,
+                     int64_t width) {
+    return is_plain(data, (size_t)size, channels, height, width);
+}
+
 /* One PNG in memory: 1 when decoded into out, uint8 [channels, height, width]; 0 when it is
- * not a plain PNG of that size (or -1: no memory). With out NULL, only whether it is one. */
+ * not a plain PNG of that size (or -1: no memory). */
 int fsm_png_decode(const uint8_t *data, int64_t size, int channels, int64_t height,
                    int64_t width, uint8_t *out) {
-    if (out == NULL) return is_plain(data, (size_t)size, channels, height, width);
     uint8_t *rgb = channels == 3 ? malloc((size_t)(height * width * 3)) : NULL;
     if (channels == 3 && rgb == NULL) return -1;
     int decoded = decode(data, (size_t)size, channels, height, width, out, rgb);

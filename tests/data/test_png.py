@@ -330,3 +330,42 @@ def test_without_the_extension_pil_decodes_every_file(monkeypatch: pytest.Monkey
     pixels, decoded = decode_plain_png_files([path], 1, (28, 28), threads=2)
     assert tuple(pixels.shape) == (1, 1, 28, 28) and decoded.tolist() == [False]
     assert torch.equal(model.decode_many([path])[0], torch.from_numpy(np.array(image))[None])
+
+
+def header_png(width: int, height: int, idat: bytes, after_idat: bytes = b"") -> bytes:
+    """An 8-bit grey PNG of the given header size, image data and chunks after it."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + after_idat
+            + chunk(b"IEND", b""))
+
+
+@needs_decoder
+@pytest.mark.parametrize("width, height", [(3, 0), (0, 3)])
+def test_an_empty_image_is_not_decoded(width: int, height: int, tmp_path: Path) -> None:
+    data = header_png(width, height, zlib.compress(b""))  # PIL cannot identify it
+    assert decode_plain_png(data, 1) is None
+    [path] = write_files(tmp_path, {"empty.png": data})
+    with pytest.raises(OSError, match="empty.png"):
+        embedder(1, 28).decode(path)
+
+
+@needs_decoder
+@pytest.mark.parametrize("after", [chunk(b"gAMA", b""), chunk(b"tRNS", b"\x00"),
+                                   chunk(b"pHYs", b"\x00" * 4)], ids=["gAMA", "tRNS", "pHYs"])
+def test_a_truncated_chunk_after_the_image_data_is_not_decoded(after: bytes) -> None:
+    data = header_png(5, 6, zlib.compress(RAW_ROWS), after)
+    with pytest.raises(OSError, match="Truncated"):
+        open_image(data, "x.png")  # PIL refuses the file
+    assert decode_plain_png(data, 1) is None
+    good = header_png(5, 6, zlib.compress(RAW_ROWS), chunk(b"tIME", b"\x07\xea\x0b\x19\0\0\0"))
+    pixels = decode_plain_png(good, 1)  # a whole chunk there is fine
+    assert pixels is not None and np.array_equal(pixels[0].numpy(), GREY_ROWS)
+
+
+@needs_decoder
+def test_a_path_with_a_nul_byte_goes_to_decode_which_refuses_it(tmp_path: Path) -> None:
+    [path] = write_files(tmp_path, {"g.png": header_png(5, 6, zlib.compress(RAW_ROWS))})
+    pixels, decoded = decode_plain_png_files([f"{path}\0junk", path], 1, (6, 5), threads=1)
+    assert decoded.tolist() == [False, True]
+    with pytest.raises(ValueError, match="null"):
+        embedder(1, 28).decode_many([f"{path}\0junk"])
