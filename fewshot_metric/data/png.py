@@ -3,10 +3,11 @@ instead of PIL.
 
 For small images PIL's Python layer (plugin lookup, chunk parsing, EXIF handling) costs
 several times the decoding itself, and so does any per-image call from Python: a 28x28 grey
-PNG took about 130 us through `open_image` and `Preprocess.to_uint8`, about 45 us through
-TorchCodec's decoder with the checks below in Python, and about 18 us per file on one core
-in `decode_plain_png_files`, which reads and decodes a batch of files in one call per thread
-without the GIL (benchmarks/store_bench.py, query section). Only files whose pixels need no
+PNG took about 130 us through `open_image` and `Preprocess.to_uint8`, about 45 us read,
+checked in Python and decoded by one TorchCodec call (this module's previous version), and
+takes about 18 us per file on one core in `decode_plain_png_files`, which reads and decodes
+a batch of files in one call per thread without the GIL (scratch timings; the query section
+of benchmarks/store_bench.py times the whole path). Only files whose pixels need no
 conversion beyond scaling low-bit grey take this path (png_decode.c says which); PNG is
 lossless, so the pixels are exactly those PIL gives (tests/data/test_png.py compares them).
 Every other file, and every file when the extension was not built, goes to PIL.
