@@ -89,6 +89,11 @@ def test_search_needs_classes_and_finite_queries():
         PrototypeStore(2).search(np.zeros((1, 2)))
     with pytest.raises(ValueError, match=r"row 1 of query_emb is not finite"):
         two_class_store().search(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+    with pytest.raises(ValueError, match=r"row 2 of query_emb is not finite"):  # inf - inf
+        two_class_store().search(np.array([[0.0, 3e38], [3e38, 0.0], [-np.inf, 0.0]]))
+    # finite values whose sum overflows float32 are fine (a query far from both classes)
+    huge = two_class_store().search(np.array([[3e38, 3e38], [3e38, 3e38]]))
+    assert huge.ids.shape == (2, 1)
     with pytest.raises(ValueError, match=r"false_accept_rate must be in \[0, 1\], got 1.5"):
         two_class_store().pick_rejection_threshold(TWO, TWO, 1.5)
 
