@@ -97,8 +97,9 @@ class Embedder:
         if len(files) == len(images) and decoded.all():
             return pixels
         batch = torch.empty((len(images), *pixels.shape[1:]), dtype=torch.uint8)
-        done = torch.as_tensor(files, dtype=torch.int64)[torch.from_numpy(decoded)]
-        batch[done] = pixels[torch.from_numpy(decoded)]
+        decoded = torch.from_numpy(decoded)
+        done = torch.as_tensor(files, dtype=torch.int64)[decoded]
+        batch[done] = pixels[decoded]
         for i in np.setdiff1d(np.arange(len(images)), done).tolist():
             batch[i] = self.decode(images[i])
         return batch
