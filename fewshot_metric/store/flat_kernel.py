@@ -27,6 +27,7 @@ CHUNK_BYTES = 1 << 25  # queries packed per pass (the vectors are packed again f
 MIN_QUERIES = 64  # fewer: packing the vectors costs more than FAISS saves (1k x 512)
 CENTRE_SAMPLE = 1024  # vectors (at an even stride) that choose the centre of squared L2
 MIN_QUERIES_PER_THREAD = 48  # six tiles of 8 queries
+SCREEN_CAP = 1024  # candidates per query (plus 2k) that int8 screening keeps
 
 _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
 
@@ -36,8 +37,10 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded kernel, None) or (None, why it cannot run)."""
     library, reason = load_extension(EXTENSION, {
         "fsm_supported": (ctypes.c_int, []),
+        "fsm_screen_supported": (ctypes.c_int, []),
         "fsm_search": (ctypes.c_int, [_POINTER, _INT64, _POINTER, _INT64, _INT64, ctypes.c_int,
-                                      _POINTER, _INT64, _POINTER, _POINTER, _INT64, _INT64])})
+                                      _POINTER, _INT64, _POINTER, _POINTER, _INT64, _INT64,
+                                      _INT64, _POINTER])})
     if library is not None and not library.fsm_supported():
         return None, "this CPU has no AVX-512"
     return library, reason
@@ -71,7 +74,8 @@ def _centre(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sample[nearest])
 
 
-def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product: bool
+def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product: bool,
+                screen_cap: int | None = None, counts: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """As FAISS's flat search of queries [n, D] among vectors [C, D] (C-contiguous float32):
     raw float32 [n, k], squared L2 distances (nearest first; +inf where C < k, where FAISS
@@ -81,7 +85,10 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     by less than the float32 rounding of the ranking (about 1e-7 of ||q - m||^2 + ||p - m||^2,
     m the stored vector nearest the data's mean, `_centre`) may be ranked the other way.
     Threads: FAISS's (`faiss.omp_set_num_threads`), one slice of queries each; the GIL is
-    released."""
+    released. screen_cap: candidates per query that int8 screening keeps (default SCREEN_CAP
+    + 2k; 0: no screening); the answers are the same either way. counts: int64 [2] to add
+    to: queries screened twice (their lists overflowed), and queries searched in float32
+    after all."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the flat search kernel cannot run: {reason}")
@@ -95,16 +102,21 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
     raw = np.empty((n, k), np.float32)
     positions = np.empty((n, k), np.int64)
     centre = None if inner_product else _centre(vectors)  # inner product ranks unshifted
+    cap = SCREEN_CAP + 2 * k if screen_cap is None else screen_cap
 
-    def run(start: int, stop: int) -> int:
-        return library.fsm_search(queries[start:].ctypes.data, stop - start,
+    def run(start: int, stop: int) -> tuple[int, np.ndarray]:
+        slice_counts = np.zeros(2, np.int64)
+        code = library.fsm_search(queries[start:].ctypes.data, stop - start,
                                   vectors.ctypes.data, len(vectors), dim, int(inner_product),
                                   None if centre is None else centre.ctypes.data, k,
-                                  raw[start:].ctypes.data,
-                                  positions[start:].ctypes.data, GROUP_BYTES, CHUNK_BYTES)
+                                  raw[start:].ctypes.data, positions[start:].ctypes.data,
+                                  GROUP_BYTES, CHUNK_BYTES, cap, slice_counts.ctypes.data)
+        return code, slice_counts
 
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
-    codes = split_over_threads(run, n, threads, "flat-search")
+    codes, slice_counts = zip(*split_over_threads(run, n, threads, "flat-search"))
+    if counts is not None:
+        counts += sum(slice_counts)
     if -2 in codes:
         raise RuntimeError("the flat search kernel found no AVX-512 on this CPU")
     if any(codes):

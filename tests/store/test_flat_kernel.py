@@ -111,6 +111,94 @@ def test_matches_float64_brute_force(n, c, dim, k, inner_product):
                                rtol=1e-5, atol=1e-5 * dim)
 
 
+def same_answers(queries, vectors, k, inner_product, counts=None, screen_cap=None):
+    """Asserts the screened search equals the float32 kernel's to the bit."""
+    screened = flat_kernel.flat_search(queries, vectors, k, inner_product, screen_cap, counts)
+    plain = flat_kernel.flat_search(queries, vectors, k, inner_product, screen_cap=0)
+    np.testing.assert_array_equal(screened[1], plain[1])
+    np.testing.assert_array_equal(screened[0], plain[0])
+
+
+def clustered(rng, n, c, dim, clusters=4):
+    """Vectors around a few centres and queries near vectors: many vectors at nearly the
+    same distance from a query, as in store_bench's data."""
+    centres = rng.normal(size=(clusters, dim)) / np.sqrt(dim)
+    vectors = centres[rng.integers(0, clusters, c)] + 0.5 * rng.normal(size=(c, dim)) / np.sqrt(dim)
+    queries = vectors[rng.integers(0, c, n)] + 0.25 * rng.normal(size=(n, dim)) / np.sqrt(dim)
+    return queries.astype(np.float32), vectors.astype(np.float32)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, c, dim, k", [(1, 1, 1, 1), (70, 5, 3, 9), (200, 1000, 64, 1),
+                                          (131, 777, 37, 5), (64, 3000, 512, 3),
+                                          (100, 400, 130, 99)])
+@pytest.mark.parametrize("inner_product", [False, True])
+def test_int8_screening_gives_the_float32_kernels_answers_to_the_bit(n, c, dim, k,
+                                                                      inner_product):
+    rng = np.random.default_rng(n * c + dim)
+    same_answers(*clustered(rng, n, c, dim), k, inner_product)
+    integers = rng.integers(-2, 3, size=(n + c, dim)).astype(np.float32)  # many exact ties
+    same_answers(integers[:n], integers[n:], k, inner_product)
+
+
+@needs_kernel
+def test_screening_finds_the_best_vector_its_int8_scores_rank_second():
+    # query (1, 0.003) rounds to codes (127, 0): its int8 products rank p1 = (1, 0) at 1.0
+    # above p2 = (0.999, 0.5) at 0.999, but q . p2 = 0.999 + 0.0015 = 1.0005 > q . p1 = 1
+    query = np.array([[1, 0.003]], np.float32)
+    vectors = np.array([[1, 0], [0.999, 0.5]], np.float32)
+    products, positions = flat_kernel.flat_search(query, vectors, 1, inner_product=True)
+    assert positions.tolist() == [[1]]
+    np.testing.assert_allclose(products, [[1.0005]], rtol=1e-6)
+    # squared L2 the same way: ||q - p||^2 = ||q||^2 - 2 q.p + ||p||^2, equal norms for both
+    vectors = np.array([[0.6, 0.8], [0.8, 0.6]], np.float32)
+    query = np.array([[0.7, 0.70002]], np.float32)  # p1 by 2e-5 * 0.2
+    distances, positions = flat_kernel.flat_search(query, vectors, 2, inner_product=False)
+    assert positions.tolist() == [[0, 1]]
+
+
+@needs_kernel
+def test_overflowing_candidate_lists_go_to_a_second_pass_then_to_float32(monkeypatch):
+    # vectors in groups of 5 blocks of 48: lists must last across groups (with one group, a
+    # tile's lists hold every vector)
+    monkeypatch.setattr(flat_kernel, "GROUP_BYTES", 256 * 48 * 5)
+    rng = np.random.default_rng(12)
+    queries, vectors = clustered(rng, 300, 2000, 256)
+    counts = np.zeros(2, np.int64)
+    same_answers(queries, vectors, 2, False, counts, screen_cap=1)  # no list holds two
+    assert counts.tolist() == [300, 300]
+    counts[:] = 0
+    same_answers(queries, vectors, 1, False, counts, screen_cap=100)
+    # lists overflow while the best vector so far is one of many at nearly its distance;
+    # a second pass from the final bound keeps only the few near the best
+    assert 0 < counts[0] < 300 and counts[1] == 0, counts
+    counts[:] = 0
+    same_answers(queries, vectors, 1, False, counts)
+    assert counts.tolist() == [0, 0]  # the default list size holds them
+
+
+@needs_kernel
+def test_magnitudes_beyond_the_bound_are_searched_in_float32():
+    rng = np.random.default_rng(13)
+    queries, vectors = clustered(rng, 100, 500, 16)
+    vectors[7] = 1e30  # products near float32's largest number: no int8 bound
+    counts = np.zeros(2, np.int64)
+    same_answers(queries, vectors, 3, True, counts)
+    assert counts.tolist() == [0, 100]
+
+
+@needs_kernel
+def test_groups_and_chunks_do_not_change_screened_answers(monkeypatch):
+    rng = np.random.default_rng(14)
+    queries, vectors = clustered(rng, 203, 1500, 20)
+    whole = flat_kernel.flat_search(queries, vectors, 4, inner_product=False)
+    monkeypatch.setattr(flat_kernel, "CHUNK_BYTES", 40_000)  # several chunks of queries
+    monkeypatch.setattr(flat_kernel, "GROUP_BYTES", 20 * 48 * 3)  # 3 blocks of 48 per group
+    parts = flat_kernel.flat_search(queries, vectors, 4, inner_product=False)
+    np.testing.assert_array_equal(whole[1], parts[1])
+    np.testing.assert_array_equal(whole[0], parts[0])
+
+
 @needs_kernel
 def test_threads_split_queries_without_changing_answers():
     rng = np.random.default_rng(5)
