@@ -5,7 +5,12 @@ threshold`) computes each query's distances one vector at a time, at about half 
 matrix-multiply floor at D=64 (benchmarks/store_bench.py). The kernel computes the products
 as a blocked matrix multiply, keeping each tile of scores in registers and touching the
 top-k only where a score beats the k-th best so far; the k distances it returns are then
-computed directly, as FAISS does, and ties come in FAISS's order. It is a C extension built
+computed directly, as FAISS does, and ties come in FAISS's order. Where the CPU has
+AVX512-VNNI it screens first: int8 products (four times the multiply-adds of float32 per
+instruction) with a bound on their error keep, per query, the few vectors that could make
+its top-k, and those are scored in float32 exactly as without screening, so the answers are
+the same to the bit; a query with too many such vectors (closer together than the int8
+rounding) is searched in float32. It is a C extension built
 at install (`setup.py`; optional: without a C compiler the install succeeds and FAISS
 serves), loaded here with ctypes, and runs on CPUs with AVX-512. `unavailable_reason()` says
 why it does not run; `serves(n_queries, k)` whether a search should use it.
@@ -27,7 +32,7 @@ CHUNK_BYTES = 1 << 25  # queries packed per pass (the vectors are packed again f
 MIN_QUERIES = 64  # fewer: packing the vectors costs more than FAISS saves (1k x 512)
 CENTRE_SAMPLE = 1024  # vectors (at an even stride) that choose the centre of squared L2
 MIN_QUERIES_PER_THREAD = 48  # six tiles of 8 queries
-SCREEN_CAP = 1024  # candidates per query (plus 2k) that int8 screening keeps
+SCREEN_CAP = 1024  # candidates per query (plus 2k) that int8 screening keeps (8 B each)
 
 _POINTER, _INT64 = ctypes.c_void_p, ctypes.c_int64
 
@@ -114,7 +119,7 @@ def flat_search(queries: np.ndarray, vectors: np.ndarray, k: int, inner_product:
         return code, slice_counts
 
     threads = max(1, min(faiss.omp_get_max_threads(), n // MIN_QUERIES_PER_THREAD))
-    codes, slice_counts = zip(*split_over_threads(run, n, threads, "flat-search"))
+    codes, slice_counts = zip(*split_over_threads(run, n, threads, "flat-search"), strict=True)
     if counts is not None:
         counts += sum(slice_counts)
     if -2 in codes:
