@@ -189,7 +189,8 @@ __attribute__((target("avx512f"))) static float squared_distance(const float *a,
  * answers equal the float32 kernel's. A query with more candidates than its list holds
  * (vectors closer together than the int8 rounding) is searched by the float32 kernel. */
 
-#define KR 4 /* bytes of one dim group: a 32-bit lane of VPDPBUSD */
+#define KR 4          /* bytes of one dim group: a 32-bit lane of VPDPBUSD */
+#define LIST_START 96 /* candidates a list takes before its first compaction */
 
 int fsm_screen_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -275,7 +276,10 @@ static uint64_t screen_pack_vectors(const float *P, int64_t c, int64_t d, const 
         bias[j] = inner_product ? 0.0f : centred_bias(P + row * d, shift, d);
         const float terms[4] = {up(error), up(norm), up((double)scale[j] * (double)sum_abs),
                                 fabsf(bias[j])};
-        for (int i = 0; i < 4; i++) bound[i] = fmaxf(bound[i], terms[i]);
+        for (int i = 0; i < 4; i++) { /* NaN (from a NaN or inf in p): no bound */
+            const float term = terms[i] == terms[i] ? terms[i] : INFINITY;
+            bound[i] = bound[i] > term ? bound[i] : term;
+        }
     }
     const int64_t real = c - (first + count - NR);
     return real >= NR ? ~0ULL : (1ULL << real) - 1;
@@ -326,14 +330,15 @@ typedef struct {
     float *lower;
     int32_t *position;
     float *upper;
-    int64_t count;
+    int64_t count, limit; /* limit: entries before the list is compacted */
     int frozen;
 } Candidates;
 
-/* Makes room for `more` candidates: drops those below the k-th lower bound, and marks the
- * query overflowed when over half the list would still be full. */
+/* Makes room for `more` candidates: past the list's limit, drops those below the k-th lower
+ * bound and doubles the limit over what is left (up to cap); marks the query overflowed when
+ * over half of cap would still be full. */
 static void make_room(Candidates *q, int64_t k, int64_t cap, int64_t more) {
-    if (q->count + more <= cap) return;
+    if (q->count + more <= q->limit) return;
     int64_t kept = 0;
     for (int64_t i = 0; i < q->count; i++)
         if (q->upper[i] >= q->lower[k - 1]) {
@@ -344,6 +349,8 @@ static void make_room(Candidates *q, int64_t k, int64_t cap, int64_t more) {
     if (kept + more > cap / 2) { /* too many vectors within the int8 rounding of each other */
         q->count = q->frozen ? -2 : -1;
         if (q->frozen) q->lower[k - 1] = INFINITY; /* nothing more passes */
+    } else if (2 * (kept + more) > q->limit) {
+        q->limit = 2 * (kept + more) < cap ? 2 * (kept + more) : cap;
     }
 }
 
@@ -391,7 +398,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_tile(
         const float *coefficient = coefficients + r * 4;
         const float beta = coefficient[0] * bounds[0] + coefficient[1] * bounds[1] +
                            coefficient[2] * bounds[2] + coefficient[3] * bounds[3];
-        if (!(beta < 1e20f) && row->count != -2) { /* magnitudes beyond the bound's reach */
+        if (!(beta < 1e20f) && row->count != -2) { /* huge, inf or NaN values: no bound */
             row->count = -2;
             row->lower[k - 1] = INFINITY;
         }
@@ -407,15 +414,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_tile(
         const __m512 b = _mm512_set1_ps(beta);
         if (row->frozen) {
         } else if (k == 1) { /* the largest lower bound */
-            float best = row->lower[0];
-#pragma GCC unroll 3
-            for (int v = 0; v < NV; v++)
-            {
-                const float x = _mm512_mask_reduce_max_ps((__mmask16)(pass >> (16 * v)),
-                                                          _mm512_sub_ps(a[v], b));
-                best = x > best ? x : best;
-            }
-            row->lower[0] = best;
+            __m512 top = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), (__mmask16)pass, a[0]);
+#pragma GCC unroll 2
+            for (int v = 1; v < NV; v++)
+                top = _mm512_mask_max_ps(top, (__mmask16)(pass >> (16 * v)), top, a[v]);
+            const float lower = _mm512_reduce_max_ps(top) - beta;
+            if (lower > row->lower[0]) row->lower[0] = lower;
         } else { /* the k largest lower bounds */
             float lowers[NR];
 #pragma GCC unroll 3
@@ -452,7 +456,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_tile(
  * the same values (bias as packed) and the same chain of FMAs as a lane of `tile`, so the
  * same bits; CHAINS pairs at a time. */
 __attribute__((target("avx512f,fma"))) static void exact_scores(
-    const float *const *q, const int64_t *at, int64_t n, const float *P, int64_t d,
+    const float *const *q, const int32_t *at, int64_t n, const float *P, int64_t d,
     int inner_product, const float *shift, float *out) {
     for (int64_t i0 = 0; i0 < n; i0 += CHAINS) {
         const float *qs[CHAINS], *ps[CHAINS];
@@ -523,33 +527,40 @@ static int search_float32(const float *Q, int64_t n, const float *P, int64_t c, 
 /* Candidate pairs of the queries being finished: query, vector, exact score. */
 typedef struct {
     const float **q;
-    int64_t *at;
+    int32_t *at;
     float *score;
 } Pairs;
 
-/* Scores the candidates of rows [m] (queries q [m][d]) exactly and takes them, in position
- * order, into the top-k rows s, position of their output rows out [m]. */
-static void finish(const Candidates *rows, int64_t m, const float *q, const int64_t *out,
-                   const Pairs *pairs, const float *P, int64_t d, int inner_product,
-                   const float *shift, int64_t k, float *s, int64_t *position) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < rows[i].count; j++)
-            if (rows[i].upper[j] >= rows[i].lower[k - 1]) {
-                pairs->q[n] = q + i * d;
-                pairs->at[n++] = rows[i].position[j];
-            }
+/* Scores the candidates of rows [m] (m <= MR; queries q [m][d]) exactly and takes them, in
+ * position order, into the top-k rows s, position of their output rows out [m]. */
+__attribute__((target("avx512f"))) static void finish(
+    const Candidates *rows, int64_t m, const float *q, const int64_t *out, const Pairs *pairs,
+    const float *P, int64_t d, int inner_product, const float *shift, int64_t k, float *s,
+    int64_t *position) {
+    int64_t first[MR + 1], n = 0;
+    for (int64_t i = 0; i < m; i++) { /* the candidates still above the k-th lower bound */
+        first[i] = n;
+        const __m512 lower = _mm512_set1_ps(rows[i].lower[k - 1]);
+        for (int64_t j = 0; j < rows[i].count; j += 16) {
+            const __mmask16 valid = rows[i].count - j >= 16
+                                        ? 0xFFFF
+                                        : (__mmask16)((1U << (rows[i].count - j)) - 1);
+            const __mmask16 keep = _mm512_mask_cmp_ps_mask(
+                valid, _mm512_maskz_loadu_ps(valid, rows[i].upper + j), lower, _CMP_GE_OQ);
+            _mm512_mask_compressstoreu_epi32(
+                pairs->at + n, keep, _mm512_maskz_loadu_epi32(valid, rows[i].position + j));
+            n += __builtin_popcount(keep);
+        }
+        for (int64_t j = first[i]; j < n; j++) pairs->q[j] = q + i * d;
+    }
+    first[m] = n;
     exact_scores(pairs->q, pairs->at, n, P, d, inner_product, shift, pairs->score);
-    n = 0;
     for (int64_t i = 0; i < m; i++) {
         float *row_s = s + out[i] * k;
         int64_t *row_position = position + out[i] * k;
-        for (int64_t j = 0; j < rows[i].count; j++) {
-            if (rows[i].upper[j] < rows[i].lower[k - 1]) continue;
-            const float score = pairs->score[n];
-            const int64_t at = pairs->at[n++];
-            if (score > row_s[k - 1]) insert(row_s, row_position, k, score, at, inner_product);
-        }
+        for (int64_t j = first[i]; j < first[i + 1]; j++)
+            if (pairs->score[j] > row_s[k - 1])
+                insert(row_s, row_position, k, pairs->score[j], pairs->at[j], inner_product);
     }
 }
 
@@ -583,7 +594,8 @@ static void screen_chunk(Screen *w, const float *Q, int64_t m, int frozen, const
     for (int64_t i = 0; i < m; i++) {
         const int64_t slot = one_group ? i % MR : i;
         w->rows[i] = (Candidates){w->lower + i * k, w->position + slot * (cap + 16),
-                                  w->upper + slot * (cap + 16), 0, frozen};
+                                  w->upper + slot * (cap + 16), 0, LIST_START < cap ? LIST_START : cap,
+                                  frozen};
     }
     for (int64_t g0 = 0; g0 < blocks; g0 += group) {
         const int64_t g1 = g0 + group < blocks ? g0 + group : blocks;
@@ -676,7 +688,7 @@ static int search_screened(const float *Q, int64_t n, const float *P, int64_t c,
         malloc((size_t)most * sizeof(int64_t)), malloc((size_t)n * sizeof(int64_t)), 0, 0,
         malloc((size_t)most * sizeof(Candidates)),
         {malloc((size_t)(MR * (cap + 16)) * sizeof(float *)),
-         malloc((size_t)(MR * (cap + 16)) * sizeof(int64_t)),
+         malloc((size_t)(MR * (cap + 16)) * sizeof(int32_t)),
          malloc((size_t)(MR * (cap + 16)) * sizeof(float))}};
     int status = -1;
     if (!w.qcodes || !w.qscale || !w.coefficients || !w.vcodes || !w.vscale || !w.voffset ||

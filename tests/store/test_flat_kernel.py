@@ -178,13 +178,18 @@ def test_overflowing_candidate_lists_go_to_a_second_pass_then_to_float32(monkeyp
 
 
 @needs_kernel
-def test_magnitudes_beyond_the_bound_are_searched_in_float32():
+def test_huge_or_non_finite_values_are_searched_in_float32():
     rng = np.random.default_rng(13)
     queries, vectors = clustered(rng, 100, 500, 16)
     vectors[7] = 1e30  # products near float32's largest number: no int8 bound
     counts = np.zeros(2, np.int64)
     same_answers(queries, vectors, 3, True, counts)
     assert counts.tolist() == [0, 100]
+    for bad in (np.nan, np.inf):  # no bound either (and no ranking from made-up codes)
+        vectors[7, 3] = bad
+        counts[:] = 0
+        same_answers(queries, vectors, 3, True, counts)
+        assert counts.tolist() == [0, 100]
 
 
 @needs_kernel
