@@ -705,7 +705,8 @@ def machine() -> dict:
             "torch": torch.__version__, "faiss": faiss.__version__,
             "sklearn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
             "faiss_threads": faiss.omp_get_max_threads(), "thread_pools": blas,
-            "flat_kernel": flat_kernel.unavailable_reason() or "runs",
+            "flat_kernel": flat_kernel.unavailable_reason() or (
+                "runs, int8 screening" if flat_kernel.screens() else "runs, float32 only"),
             "png_decoder": png.unavailable_reason() or "runs",
             "load_average": os.getloadavg()[0]}
 

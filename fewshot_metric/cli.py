@@ -189,8 +189,10 @@ def _print_info(args: argparse.Namespace, store) -> None:
     print(f"index:        {store.index_kind} {store.index_options or ''}".rstrip())
     if store.index_kind == "flat":
         kernel = flat_kernel.unavailable_reason()
+        screening = ("int8 screening" if flat_kernel.screens()
+                     else "float32 only: no AVX512-VNNI")
         print("exact search: " + (f"fused AVX-512 kernel for {flat_kernel.MIN_QUERIES}+ queries"
-                                  if kernel is None else f"FAISS ({kernel})"))
+                                  f" ({screening})" if kernel is None else f"FAISS ({kernel})"))
     print(f"checkpoint:   {store.info.get('checkpoint')}")
     print(f"fingerprint:  {store.fingerprint}")
     print(f"reject above: {store.info.get('reject_distance')}")

@@ -50,8 +50,10 @@ def test_register_query_and_edit_a_store(tiny_checkpoint: Path, glyph_images: Pa
     assert main(["store", "remove", store, "glyph00803"]) == 0
     assert main(["store", "info", store]) == 0  # flat: says what searches it
     reason = flat_kernel.unavailable_reason()
+    screening = "int8 screening" if flat_kernel.screens() else "float32 only: no AVX512-VNNI"
     assert (f"exact search: FAISS ({reason})" if reason else
-            "exact search: fused AVX-512 kernel for 64+ queries") in capsys.readouterr().out
+            f"exact search: fused AVX-512 kernel for 64+ queries ({screening})"
+            ) in capsys.readouterr().out
     assert main(["store", "index", store, "hnsw", "--option", "efSearch=32"]) == 0
     capsys.readouterr()
     assert main(["store", "info", store]) == 0

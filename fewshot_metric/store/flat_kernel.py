@@ -56,6 +56,12 @@ def unavailable_reason() -> str | None:
     return _library()[1]
 
 
+def screens() -> bool:
+    """Whether the kernel screens with int8 products here (a CPU with AVX512-VNNI)."""
+    library = _library()[0]
+    return library is not None and bool(library.fsm_screen_supported())
+
+
 def serves(n_queries: int, k: int) -> bool:
     """Whether a flat search of n_queries for the k best should run on the kernel: enough
     queries, and k below FAISS's switch from heaps to a reservoir (100 in FAISS 1.15), whose

@@ -287,6 +287,14 @@ def test_store_falls_back_to_faiss_where_the_kernel_cannot_run(monkeypatch):
     np.testing.assert_allclose(result.distances, expected.distances, rtol=1e-5, atol=1e-5)
 
 
+def test_screens_where_the_cpu_has_avx512_vnni():
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    with open("/proc/cpuinfo") as cpuinfo:
+        vnni = " avx512_vnni" in cpuinfo.read()
+    assert flat_kernel.screens() is (reason is None and vnni)
+
+
 def test_serves_batches_and_k_below_faiss_reservoir():
     runs = reason is None
     assert faiss.cvar.distance_compute_min_k_reservoir == 100  # FAISS 1.15's default
