@@ -286,7 +286,7 @@ static uint64_t screen_pack_vectors(const float *P, int64_t c, int64_t d, const 
 }
 
 /* Queries Q [n, d] minus shift, for screening: codes + 128 [tiles][d4][MR][KR] (padding
- * 128: zero), scale [tiles * MR] and the coefficients [tiles * MR][4] that make a query's
+ * 128: zero), scale [tiles * MR] and the coefficients [tiles][4][MR] that make a query's
  * bound against a block from the block's four bounds (beta = their dot product). Float
  * rounding: of a (about 2^11 roundings of s_q * scale * sum|code|), of the float32 score
  * ((d + 2) u (|bias| + ||q'|| ||p'||), u = 2^-24) and of comparing (8 u of the same). */
@@ -312,11 +312,11 @@ static void screen_pack_queries(const float *Q, int64_t n, int64_t tiles, int64_
             word ^= 0x80808080u;
             __builtin_memcpy(dst + t * MR * KR, &word, KR);
         }
-        float *coefficient = coefficients + i * 4;
+        float *coefficient = coefficients + (i / MR) * 4 * MR + i % MR;
         coefficient[0] = up(norm + error); /* >= ||q~|| */
-        coefficient[1] = up(error + rounding * norm);
-        coefficient[2] = up(2048 * u * scale[i]);
-        coefficient[3] = up(rounding);
+        coefficient[MR] = up(error + rounding * norm);
+        coefficient[2 * MR] = up(2048 * u * scale[i]);
+        coefficient[3 * MR] = up(rounding);
     }
 }
 
@@ -356,9 +356,9 @@ static void make_room(Candidates *q, int64_t k, int64_t cap, int64_t more) {
 
 /* Screens one query tile q [d4][MR][KR] against one block p [d4][NR][KR] (scale, offset,
  * bias [NR], bounds [4]) into the candidates of the tile's first `rows` queries (scale and
- * coefficients [MR][4] of the tile). Lanes whose a reaches the k-th lower bound minus beta
+ * coefficients [4][MR] of the tile). Lanes whose a reaches the k-th lower bound minus beta
  * pass: they raise the lower bounds and join the list (compressed stores, in lane order). */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_tile(
+__attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static void screen_tile(
     const uint8_t *q, const int8_t *p, const float *scale, const float *offset,
     const float *bias, const float *bounds, const float *query_scale,
     const float *coefficients, int64_t d4, int64_t base, uint64_t valid, int64_t rows,
@@ -391,13 +391,18 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void screen_tile(
         biases[v] = _mm512_loadu_ps(bias + 16 * v);
     }
     const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    float betas[MR]; /* the rows' bounds against this block */
+    __m256 beta8 = _mm256_mul_ps(_mm256_loadu_ps(coefficients), _mm256_set1_ps(bounds[0]));
+#pragma GCC unroll 3
+    for (int i = 1; i < 4; i++)
+        beta8 = _mm256_fmadd_ps(_mm256_loadu_ps(coefficients + i * MR),
+                                _mm256_set1_ps(bounds[i]), beta8);
+    _mm256_storeu_ps(betas, beta8);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
         if (r >= rows) break;
         Candidates *row = candidates + r;
-        const float *coefficient = coefficients + r * 4;
-        const float beta = coefficient[0] * bounds[0] + coefficient[1] * bounds[1] +
-                           coefficient[2] * bounds[2] + coefficient[3] * bounds[3];
+        const float beta = betas[r];
         if (!(beta < 1e20f) && row->count != -2) { /* huge, inf or NaN values: no bound */
             row->count = -2;
             row->lower[k - 1] = INFINITY;
@@ -610,7 +615,7 @@ static void screen_chunk(Screen *w, const float *Q, int64_t m, int frozen, const
                 screen_tile(w->qcodes + t0 * MR * d4 * KR, w->vcodes + at * d4 * KR,
                             w->vscale + at, w->voffset + at, w->vbias + at,
                             w->bounds + (b - g0) * 4, w->qscale + t0 * MR,
-                            w->coefficients + t0 * MR * 4, d4, b * NR,
+                            w->coefficients + t0 * 4 * MR, d4, b * NR,
                             b == g1 - 1 ? last_valid : ~0ULL, rows, k, cap, w->rows + t0 * MR);
             }
             if (g1 < blocks) continue;
