@@ -397,6 +397,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static void screen_ti
     for (int i = 1; i < 4; i++)
         beta8 = _mm256_fmadd_ps(_mm256_loadu_ps(coefficients + i * MR),
                                 _mm256_set1_ps(bounds[i]), beta8);
+    /* below float32's normal range rounding is absolute, up to 2^-150 per operation: at
+     * most d + 8 of them behind each score, two scores compared */
+    beta8 = _mm256_add_ps(beta8, _mm256_set1_ps((float)(4 * d4 + 64) * 0x1p-149f));
     _mm256_storeu_ps(betas, beta8);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {

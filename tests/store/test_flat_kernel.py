@@ -193,6 +193,17 @@ def test_huge_or_non_finite_values_are_searched_in_float32():
 
 
 @needs_kernel
+@pytest.mark.parametrize("inner_product", [False, True])
+def test_products_below_float32s_normal_range_keep_the_answers(inner_product):
+    # products near 1e-46: float32 rounds them by an absolute 2^-150, not relatively
+    rng = np.random.default_rng(15)
+    queries, vectors = rng.normal(size=(64, 16)), rng.normal(size=(200, 16))
+    for query_scale, vector_scale in ((1e-23, 1e-23), (1e-32, 1e-14)):
+        same_answers((queries * query_scale).astype(np.float32),
+                     (vectors * vector_scale).astype(np.float32), 1, inner_product)
+
+
+@needs_kernel
 def test_groups_and_chunks_do_not_change_screened_answers(monkeypatch):
     rng = np.random.default_rng(14)
     queries, vectors = clustered(rng, 203, 1500, 20)
