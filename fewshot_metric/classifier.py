@@ -200,10 +200,12 @@ class FewShotClassifier:
         embeddings = self._embed(images, batch_size, progress, "no image was queried")
         with self._lock:
             result = self.store.search(embeddings, k, self.temperature, self.reject_distance)
-        return [Prediction(_image_name(image, i), tuple(result.labels[i]),
-                           tuple(result.scores[i].tolist()), tuple(result.distances[i].tolist()),
-                           bool(result.rejected[i]))
-                for i, image in enumerate(images)]
+        columns = zip(result.label_array.tolist(), result.scores.tolist(),  # one C loop each
+                      result.distances.tolist(), result.rejected.tolist(), strict=True)
+        return [Prediction(_image_name(image, i), tuple(labels), tuple(scores), tuple(distances),
+                           rejected)
+                for i, (image, (labels, scores, distances, rejected))
+                in enumerate(zip(images, columns, strict=True))]
 
     def calibrate_rejection(self, known: Sequence[ImageInput], unknown: Sequence[ImageInput],
                             false_accept_rate: float = 0.05, batch_size: int = 64) -> float:
