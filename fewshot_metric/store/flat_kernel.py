@@ -10,10 +10,12 @@ AVX512-VNNI it screens first: int8 products (four times the multiply-adds of flo
 instruction) with a bound on their error keep, per query, the few vectors that could make
 its top-k, and those are scored in float32 exactly as without screening, so the answers are
 the same to the bit; a query with too many such vectors (closer together than the int8
-rounding) is searched in float32. It is a C extension built
-at install (`setup.py`; optional: without a C compiler the install succeeds and FAISS
-serves), loaded here with ctypes, and runs on CPUs with AVX-512. `unavailable_reason()` says
-why it does not run; `serves(n_queries, k)` whether a search should use it.
+rounding) is searched in float32, and with few vectors (all in one packed group) the kernel
+stops screening after the first 256 queries of a call where that cost more than it saved.
+It is a C extension built at install (`setup.py`; optional: without a C compiler the
+install succeeds and FAISS serves), loaded here with ctypes, and runs on CPUs with AVX-512.
+`unavailable_reason()` says why it does not run; `serves(n_queries, k)` whether a search
+should use it; `screens()` whether it screens.
 """
 
 from __future__ import annotations

@@ -191,6 +191,8 @@ __attribute__((target("avx512f"))) static float squared_distance(const float *a,
 
 #define KR 4          /* bytes of one dim group: a 32-bit lane of VPDPBUSD */
 #define LIST_START 96 /* candidates a list takes before its first compaction */
+#define PROBE 256      /* queries screened before deciding whether screening pays (when all
+                          vectors fit one group: with more, it always does) */
 
 int fsm_screen_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -331,6 +333,7 @@ typedef struct {
     int32_t *position;
     float *upper;
     int64_t count, limit; /* limit: entries before the list is compacted */
+    int64_t taken;        /* vectors taken into the list, for the cost estimate */
     int frozen;
 } Candidates;
 
@@ -454,6 +457,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static void screen_ti
                 _mm512_maskz_compress_epi32(
                     m, _mm512_add_epi32(lanes, _mm512_set1_epi32((int32_t)(base + 16 * v)))));
             row->count += __builtin_popcount(m);
+            row->taken += __builtin_popcount(m);
         }
     }
 }
@@ -540,8 +544,9 @@ typedef struct {
 } Pairs;
 
 /* Scores the candidates of rows [m] (m <= MR; queries q [m][d]) exactly and takes them, in
- * position order, into the top-k rows s, position of their output rows out [m]. */
-__attribute__((target("avx512f"))) static void finish(
+ * position order, into the top-k rows s, position of their output rows out [m]. Returns how
+ * many it scored. */
+__attribute__((target("avx512f"))) static int64_t finish(
     const Candidates *rows, int64_t m, const float *q, const int64_t *out, const Pairs *pairs,
     const float *P, int64_t d, int inner_product, const float *shift, int64_t k, float *s,
     int64_t *position) {
@@ -570,6 +575,7 @@ __attribute__((target("avx512f"))) static void finish(
             if (pairs->score[j] > row_s[k - 1])
                 insert(row_s, row_position, k, pairs->score[j], pairs->at[j], inner_product);
     }
+    return n;
 }
 
 /* One screening call's buffers: a chunk's packed queries, a group's packed vectors, lower
@@ -587,6 +593,7 @@ typedef struct {
     int64_t *out_rows, *again, *fallback, agains, fallbacks;
     Candidates *rows;
     Pairs pairs;
+    int64_t taken, scored; /* over the rows finished: vectors listed, candidates scored */
 } Screen;
 
 /* Screens queries Q [m, d] (m <= the chunk; lower bounds set; frozen: a second pass) against
@@ -603,7 +610,7 @@ static void screen_chunk(Screen *w, const float *Q, int64_t m, int frozen, const
         const int64_t slot = one_group ? i % MR : i;
         w->rows[i] = (Candidates){w->lower + i * k, w->position + slot * (cap + 16),
                                   w->upper + slot * (cap + 16), 0, LIST_START < cap ? LIST_START : cap,
-                                  frozen};
+                                  0, frozen};
     }
     for (int64_t g0 = 0; g0 < blocks; g0 += group) {
         const int64_t g1 = g0 + group < blocks ? g0 + group : blocks;
@@ -623,11 +630,12 @@ static void screen_chunk(Screen *w, const float *Q, int64_t m, int frozen, const
             }
             if (g1 < blocks) continue;
             for (int64_t i = t0 * MR; i < t0 * MR + rows; i++) { /* these queries are done */
+                w->taken += w->rows[i].taken;
                 if (w->rows[i].count == -1) w->again[w->agains++] = i;
                 else if (w->rows[i].count < 0) w->fallback[w->fallbacks++] = w->out_rows[i];
             }
-            finish(w->rows + t0 * MR, rows, Q + t0 * MR * d, w->out_rows + t0 * MR, &w->pairs,
-                   P, d, inner_product, shift, k, s, position);
+            w->scored += finish(w->rows + t0 * MR, rows, Q + t0 * MR * d, w->out_rows + t0 * MR,
+                                &w->pairs, P, d, inner_product, shift, k, s, position);
         }
     }
 }
@@ -665,10 +673,28 @@ static int search_fallbacks(const float *Q, const int64_t *rows, int64_t n, cons
     return status;
 }
 
+/* Whether screening the m queries just finished cost less than float32 would have, by the
+ * work each does per query, in cycles of a core that runs two 16-lane FMAs or VPDPBUSDs a
+ * cycle: float32 c d / 32; screening c (d / 128 + 1 / 4: the products and each row's bound
+ * and compare per block of 48), per vector listed 4 (k = 1: vector code) or 16 (k > 1: its
+ * lower bound taken one by one), and per candidate scored d + 60 (scalar FMA chains, eight
+ * at a time, its row fetched, its bias); the last two fitted to timings on Omniglot
+ * embeddings. Candidates are many where vectors crowd within the int8 rounding of a query's
+ * k-th nearest (real embeddings, k = 5), and with few classes the float32 products they
+ * replace are few. */
+static int screening_pays(const Screen *w, int64_t m, int64_t c, int64_t d, int64_t k) {
+    const double listed = k == 1 ? 4.0 : 16.0;
+    const double screened = c * ((d + 3) / 4 / 32.0 + 0.25) +
+                            (listed * w->taken + (d + 60.0) * w->scored) / m;
+    return screened < c * d / 32.0;
+}
+
 /* As search_float32 (rows start at -inf, -1), screening with int8 first: candidate lists of
  * `cap` per query; a query whose list overflows is screened again from its final lower
- * bounds, and if it overflows again searched by search_float32. Adds the number of queries
- * screened twice to counts [0], of those searched in float32 to counts [1]. */
+ * bounds, and if it overflows again searched by search_float32; when all vectors fit one
+ * group, the queries after the first PROBE go to search_float32 if screening did not pay
+ * for those. Adds the number of queries screened twice to counts [0], of those searched in
+ * float32 to counts [1]. */
 static int search_screened(const float *Q, int64_t n, const float *P, int64_t c, int64_t d,
                            int inner_product, const float *shift, int64_t k, float *s,
                            int64_t *position, int64_t group_bytes, int64_t chunk_bytes,
@@ -697,15 +723,18 @@ static int search_screened(const float *Q, int64_t n, const float *P, int64_t c,
         malloc((size_t)most * sizeof(Candidates)),
         {malloc((size_t)(MR * (cap + 16)) * sizeof(float *)),
          malloc((size_t)(MR * (cap + 16)) * sizeof(int32_t)),
-         malloc((size_t)(MR * (cap + 16)) * sizeof(float))}};
+         malloc((size_t)(MR * (cap + 16)) * sizeof(float))},
+        0, 0};
     int status = -1;
     if (!w.qcodes || !w.qscale || !w.coefficients || !w.vcodes || !w.vscale || !w.voffset ||
         !w.vbias || !w.bounds || !w.x || !w.code || !w.lower || !w.again_q || !w.upper ||
         !w.position || !w.out_rows || !w.again || !w.fallback || !w.rows || !w.pairs.q ||
         !w.pairs.at || !w.pairs.score)
         goto done;
-    for (int64_t q0 = 0; q0 < n; q0 += chunk) {
-        const int64_t m = n - q0 < chunk ? n - q0 : chunk;
+    const int one_group = group == blocks;
+    for (int64_t q0 = 0, m; q0 < n; q0 += m) {
+        m = n - q0 < chunk ? n - q0 : chunk;
+        if (one_group && q0 == 0 && m > PROBE) m = PROBE; /* then: screen the rest or not */
         for (int64_t i = 0; i < m; i++) {
             w.out_rows[i] = q0 + i;
             for (int64_t j = 0; j < k; j++) w.lower[i * k + j] = -INFINITY;
@@ -723,6 +752,13 @@ static int search_screened(const float *Q, int64_t n, const float *P, int64_t c,
         if (w.agains)
             screen_chunk(&w, w.again_q, w.agains, 1, P, c, d, inner_product, shift, k, cap,
                          group, s, position);
+        if (one_group && q0 == 0 && q0 + m < n && !screening_pays(&w, m, c, d, k)) {
+            counts[1] += n - m;
+            status = search_float32(Q + m * d, n - m, P, c, d, inner_product, shift, k,
+                                    s + m * k, position + m * k, group_bytes, chunk_bytes);
+            if (status) goto done;
+            break;
+        }
     }
     counts[1] += w.fallbacks;
     status = search_fallbacks(Q, w.fallback, w.fallbacks, P, c, d, inner_product, shift, k, s,

@@ -178,6 +178,26 @@ def test_overflowing_candidate_lists_go_to_a_second_pass_then_to_float32(monkeyp
 
 
 @needs_kernel
+def test_where_screening_does_not_pay_it_stops_after_probing():
+    # 200 vectors in one cluster, k=5: many vectors lie within the int8 rounding of a
+    # query's fifth nearest, and scoring them all costs more than the 200 float32 products
+    # they save; after the first 256 queries (PROBE in flat_topk.c) the rest go to float32
+    rng = np.random.default_rng(16)
+    queries, vectors = clustered(rng, 1000, 200, 64, clusters=1)
+    threads = faiss.omp_get_max_threads()
+    counts = np.zeros(2, np.int64)
+    try:
+        faiss.omp_set_num_threads(1)
+        same_answers(queries, vectors, 5, False, counts)
+        assert counts.tolist() == [0, 1000 - 256]
+        counts[:] = 0  # a thousand classes in four clusters at D=512, k=1: screening pays
+        same_answers(*clustered(rng, 1000, 1000, 512), 1, False, counts)
+        assert counts.tolist() == [0, 0]
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+@needs_kernel
 def test_huge_or_non_finite_values_are_searched_in_float32():
     rng = np.random.default_rng(13)
     queries, vectors = clustered(rng, 100, 500, 16)
