@@ -187,12 +187,14 @@ __attribute__((target("avx512f"))) static float squared_distance(const float *a,
  * stays one. Candidates are re-scored exactly as the float32 kernel scores them (same packing,
  * same order of FMAs: the same bits) and taken in position order by the same rules, so the
  * answers equal the float32 kernel's. A query with more candidates than its list holds
- * (vectors closer together than the int8 rounding) is searched by the float32 kernel. */
+ * (vectors closer together than the int8 rounding) is screened again from its final bound,
+ * then searched by the float32 kernel; huge, inf or NaN values leave no bound, and their
+ * queries go to the float32 kernel at once. */
 
 #define KR 4          /* bytes of one dim group: a 32-bit lane of VPDPBUSD */
 #define LIST_START 96 /* candidates a list takes before its first compaction */
-#define PROBE 256      /* queries screened before deciding whether screening pays (when all
-                          vectors fit one group: with more, it always does) */
+#define PROBE 256     /* queries screened before deciding whether screening pays (when all
+                         vectors fit one group: with more, it always does) */
 
 int fsm_screen_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
