@@ -9,7 +9,8 @@
  * with q' = q - shift and p' = p - shift, shift a centre of the vectors given by the caller
  * (distances do not change under a shift, and centring keeps the float32 rounding of the
  * expansion at the scale of the data's spread rather than of its distance from the origin):
- * the nearest vector has the largest score. The k distances returned are then computed directly, sum((q - p)^2), and re-sorted.
+ * the nearest vector has the largest score. The k distances returned are then computed
+ * directly, sum((q - p)^2), and re-sorted.
  * Ties as in FAISS's flat search (its heaps): for squared L2 the lower position wins; for
  * inner product the top-k is what FAISS's heap keeps, vectors taken in position order (an
  * equal score does not displace the k-th, a better one displaces the lowest position among
@@ -611,8 +612,8 @@ static void screen_chunk(Screen *w, const float *Q, int64_t m, int frozen, const
     for (int64_t i = 0; i < m; i++) {
         const int64_t slot = one_group ? i % MR : i;
         w->rows[i] = (Candidates){w->lower + i * k, w->position + slot * (cap + 16),
-                                  w->upper + slot * (cap + 16), 0, LIST_START < cap ? LIST_START : cap,
-                                  0, frozen};
+                                  w->upper + slot * (cap + 16), 0,
+                                  LIST_START < cap ? LIST_START : cap, 0, frozen};
     }
     for (int64_t g0 = 0; g0 < blocks; g0 += group) {
         const int64_t g1 = g0 + group < blocks ? g0 + group : blocks;
@@ -707,7 +708,9 @@ static int search_screened(const float *Q, int64_t n, const float *P, int64_t c,
     if (group > blocks) group = blocks;
     if (group < 1) group = 1;
     if (group == blocks && cap < blocks * NR) cap = blocks * NR; /* a tile's lists hold all */
-    int64_t chunk = chunk_bytes / (d4 * KR + d * 4 + k * 4 + 64 + (group < blocks) * (cap + 16) * 8);
+    /* bytes per query: codes, a copy for a second pass, lower bounds, the rest, its list */
+    int64_t chunk = chunk_bytes / (d4 * KR + d * 4 + k * 4 + 64 +
+                                   (group < blocks) * (cap + 16) * 8);
     chunk -= chunk % MR;
     if (chunk > n) chunk = n;
     if (chunk < MR) chunk = MR;
@@ -720,8 +723,9 @@ static int search_screened(const float *Q, int64_t n, const float *P, int64_t c,
         malloc((size_t)d * sizeof(float)), malloc((size_t)(d4 * KR)),
         malloc((size_t)(most * k) * sizeof(float)), malloc((size_t)(most * d) * sizeof(float)),
         malloc((size_t)(slots * (cap + 16)) * sizeof(float)),
-        malloc((size_t)(slots * (cap + 16)) * sizeof(int32_t)), malloc((size_t)most * sizeof(int64_t)),
-        malloc((size_t)most * sizeof(int64_t)), malloc((size_t)n * sizeof(int64_t)), 0, 0,
+        malloc((size_t)(slots * (cap + 16)) * sizeof(int32_t)),
+        malloc((size_t)most * sizeof(int64_t)), malloc((size_t)most * sizeof(int64_t)),
+        malloc((size_t)n * sizeof(int64_t)), 0, 0,
         malloc((size_t)most * sizeof(Candidates)),
         {malloc((size_t)(MR * (cap + 16)) * sizeof(float *)),
          malloc((size_t)(MR * (cap + 16)) * sizeof(int32_t)),
