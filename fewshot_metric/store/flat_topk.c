@@ -816,7 +816,8 @@ int fsm_search(const float *Q, int64_t n, const float *P, int64_t c, int64_t d,
     }
     if (inner_product) shift = NULL;
     /* int32 sums of d products of at most 255 * 127; int32 positions */
-    const int screen = screen_cap > 0 && d <= 65536 && c <= INT32_MAX && fsm_screen_supported();
+    const int screen = screen_cap > 0 && d <= 65536 && c <= INT32_MAX - NR &&
+                       fsm_screen_supported();
     const int status =
         screen ? search_screened(Q, n, P, c, d, inner_product, shift, k, s, position,
                                  group_bytes, chunk_bytes, screen_cap, counts)
