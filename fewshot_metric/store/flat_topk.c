@@ -48,6 +48,18 @@ static void insert(float *s, int64_t *position, int64_t k, float score, int64_t 
     position[i] = at;
 }
 
+/* The first min(left, 16) lanes of a 16-float register: what is left of a row of floats. */
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? 0xFFFF : (__mmask16)((1U << left) - 1);
+}
+
+/* The real rows of the last block of NR when rows first .. first + count (a whole number of
+ * blocks) are packed from c rows: one bit each. */
+static inline uint64_t last_block_mask(int64_t c, int64_t first, int64_t count) {
+    const int64_t real = c - (first + count - NR);
+    return real >= NR ? ~0ULL : (1ULL << real) - 1;
+}
+
 /* Lanes of acc [NV] whose score is > x (or >= x: or_equal), as bits of one mask. */
 __attribute__((target("avx512f"))) static inline uint64_t lanes_above(const __m512 *acc,
                                                                       float x, int or_equal) {
@@ -125,7 +137,7 @@ __attribute__((noinline, target("avx512f"))) static float centred_bias(const flo
                                                                       int64_t d) {
     __m512 sum = _mm512_setzero_ps();
     for (int64_t t = 0; t < d; t += 16) {
-        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1U << (d - t)) - 1);
+        const __mmask16 m = tail_mask(d - t);
         const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + t),
                                        shift ? _mm512_maskz_loadu_ps(m, shift + t)
                                              : _mm512_setzero_ps());
@@ -147,8 +159,7 @@ static uint64_t pack_vectors(const float *P, int64_t c, int64_t d, const float *
             dst[t * NR] = row < c ? P[row * d + t] - (shift ? shift[t] : 0.0f) : 0.0f;
         bias[j] = inner_product || row >= c ? 0.0f : centred_bias(P + row * d, shift, d);
     }
-    const int64_t real = c - (first + count - NR);
-    return real >= NR ? ~0ULL : (1ULL << real) - 1;
+    return last_block_mask(c, first, count);
 }
 
 /* Packs queries Q [n, d] minus shift [d] (or as they are: NULL) into qpack [tiles][d][MR];
@@ -168,7 +179,7 @@ __attribute__((target("avx512f"))) static float squared_distance(const float *a,
                                                                  const float *b, int64_t d) {
     __m512 sum = _mm512_setzero_ps();
     for (int64_t t = 0; t < d; t += 16) {
-        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1U << (d - t)) - 1);
+        const __mmask16 m = tail_mask(d - t);
         const __m512 diff = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + t),
                                           _mm512_maskz_loadu_ps(m, b + t));
         sum = _mm512_fmadd_ps(diff, diff, sum);
@@ -211,7 +222,7 @@ __attribute__((target("avx512f,avx512bw"))) static float quantise(const float *x
                                                                   int64_t *sum_abs) {
     __m512 top = _mm512_setzero_ps();
     for (int64_t t = 0; t < d; t += 16) {
-        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1U << (d - t)) - 1);
+        const __mmask16 m = tail_mask(d - t);
         top = _mm512_max_ps(top, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + t)));
     }
     const float most = _mm512_reduce_max_ps(top), scale = most / 127.0f;
@@ -220,7 +231,7 @@ __attribute__((target("avx512f,avx512bw"))) static float quantise(const float *x
     __m512d nn = _mm512_setzero_pd(), ee = _mm512_setzero_pd();
     __m512i total = _mm512_setzero_si512(), total_abs = _mm512_setzero_si512();
     for (int64_t t = 0; t < d; t += 16) {
-        const __mmask16 m = d - t >= 16 ? 0xFFFF : (__mmask16)((1U << (d - t)) - 1);
+        const __mmask16 m = tail_mask(d - t);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + t);
         __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v, inverse)); /* nearest */
         r = _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32(-127)),
@@ -286,8 +297,7 @@ static uint64_t screen_pack_vectors(const float *P, int64_t c, int64_t d, const 
             bound[i] = bound[i] > term ? bound[i] : term;
         }
     }
-    const int64_t real = c - (first + count - NR);
-    return real >= NR ? ~0ULL : (1ULL << real) - 1;
+    return last_block_mask(c, first, count);
 }
 
 /* Queries Q [n, d] minus shift, for screening: codes + 128 [tiles][d4][MR][KR] (padding
@@ -426,15 +436,14 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static void screen_ti
         const uint64_t pass = valid & lanes_above(a, row->lower[k - 1] - beta, 1);
         if (!pass) continue;
         const __m512 b = _mm512_set1_ps(beta);
-        if (row->frozen) {
-        } else if (k == 1) { /* the largest lower bound */
+        if (!row->frozen && k == 1) { /* the largest lower bound */
             __m512 top = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), (__mmask16)pass, a[0]);
 #pragma GCC unroll 2
             for (int v = 1; v < NV; v++)
                 top = _mm512_mask_max_ps(top, (__mmask16)(pass >> (16 * v)), top, a[v]);
             const float lower = _mm512_reduce_max_ps(top) - beta;
             if (lower > row->lower[0]) row->lower[0] = lower;
-        } else { /* the k largest lower bounds */
+        } else if (!row->frozen) { /* the k largest lower bounds */
             float lowers[NR];
 #pragma GCC unroll 3
             for (int v = 0; v < NV; v++) _mm512_storeu_ps(lowers + 16 * v, _mm512_sub_ps(a[v], b));
@@ -558,9 +567,7 @@ __attribute__((target("avx512f"))) static int64_t finish(
         first[i] = n;
         const __m512 lower = _mm512_set1_ps(rows[i].lower[k - 1]);
         for (int64_t j = 0; j < rows[i].count; j += 16) {
-            const __mmask16 valid = rows[i].count - j >= 16
-                                        ? 0xFFFF
-                                        : (__mmask16)((1U << (rows[i].count - j)) - 1);
+            const __mmask16 valid = tail_mask(rows[i].count - j);
             const __mmask16 keep = _mm512_mask_cmp_ps_mask(
                 valid, _mm512_maskz_loadu_ps(valid, rows[i].upper + j), lower, _CMP_GE_OQ);
             _mm512_mask_compressstoreu_epi32(
