@@ -3,7 +3,7 @@
  * Loaded with ctypes by fewshot_metric/store/flat_kernel.py, which splits the queries over
  * threads (one call each). On CPUs with AVX512-VNNI, int8 products screen the vectors first
  * and only those that could make the top-k are scored in float32 (see "Screening" below):
- * the same answers, to the bit, 1.1-3x faster (benchmarks/store_bench.py).
+ * the same answers, to the bit, up to 3x faster (benchmarks/store_bench.py).
  *
  * Ranking: score(q, p) = q . p for inner product. For squared L2, score = q' . p' - ||p'||^2/2
  * with q' = q - shift and p' = p - shift, shift a centre of the vectors given by the caller
