@@ -32,6 +32,7 @@ Sections (pick with --sections; each prints a markdown table and its wall time):
   search 1k classes, top-5 out) against the bare backbone forward it runs (batch norm folded;
   the unfolded model too, for reference) on the same images already decoded, for Conv-4 on
   28x28 PNGs and ResNet-12 on 84x84 JPEGs, best of 7 alternating runs each. Target: >= 0.8.
+  `--backbones conv4` runs one of them (the Conv-4 row takes about 20 s, ResNet-12 about 3 min).
 
 Data (synthetic, seeded by (--seed, C, D)): C // 250 cluster centres ~ N(0, I/D) (norm about
 1); each class's prototype is a random centre + N(0, 0.5^2 I/D) (about 0.5 from it); a query
@@ -49,7 +50,7 @@ the first 2048 where C x D > 5e7 (100k x 512 and up). Flat stores and exact-sear
 shared between sections for the same (C, D): a build is timed where it first happens.
 
     .venv/bin/python benchmarks/store_bench.py [--quick] [--sections exact,approx,add,bytes]
-        [--seed 0] [--json out.json]
+        [--backbones conv4,resnet12] [--seed 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import tempfile
 import time
 import warnings
@@ -600,11 +602,14 @@ def write_images(folder: Path, n: int, size: tuple[int, int], fmt: str, channels
     return paths
 
 
-def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[str, float]:
+def query_path_rates(classifier: FewShotClassifier, paths: list[Path]
+                     ) -> tuple[dict[str, float], dict[str, int]]:
     """Best images/s of the bare backbone the query path runs (batch norm folded) on the
     decoded images, of the model as trained (unfolded) on them, of classifier.query on the
     files, timed alternately after one warm-up each, and of decoding + preprocessing alone
-    as the query path does it (`decode_many`), on one core (torch on one thread)."""
+    as the query path does it (`decode_many`), on one core (torch on one thread); and the
+    median page faults per run of the first three (memory the allocator handed back to the
+    system and touches again)."""
     embedder = classifier.embedder
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -629,14 +634,17 @@ def query_path_rates(classifier: FewShotClassifier, paths: list[Path]) -> dict[s
     runs = {"unfolded": forward(embedder.model.backbone), "bare": forward(embedder.backbone),
             "query": query}
     best = {"decode": len(paths) / decode_s}
+    faults: dict[str, list[int]] = {label: [] for label in runs}
     for label, run in runs.items():
         run()
         best[label] = 0.0
     for _ in range(QUERY_PATH_REPEATS):
         for label, run in runs.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             _, seconds = timed(run)
+            faults[label].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
             best[label] = max(best[label], len(paths) / seconds)
-    return best
+    return best, {label: int(np.median(counts)) for label, counts in faults.items()}
 
 
 def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
@@ -655,6 +663,8 @@ def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
     n_images = {"conv4": 2048 if not lab.sizes.queries < 10_000 else 256,
                 "resnet12": 256 if not lab.sizes.queries < 10_000 else 32}
     for name, kwargs, size, fmt in QUERY_PATH_MODELS:
+        if name not in args.backbones:
+            continue
         torch.manual_seed(args.seed)
         backbone = create_backbone(name, **kwargs)
         model = FewShotModel(backbone, "prototypical", {}, build_distance("sqeuclidean"))
@@ -665,14 +675,14 @@ def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
         n = n_images[name]
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_images(Path(tmp), n, size, fmt, kwargs["in_chans"], rng)
-            best = query_path_rates(classifier, paths)
+            best, faults = query_path_rates(classifier, paths)
         cores = torch.get_num_threads()
         bound = cores / (cores / best["bare"] + 1 / best["decode"]) / best["bare"]
         rows.append({"backbone": name, "input": f"{size[0]}x{size[1]} {fmt}", "images": n,
                      "bare_per_s": best["bare"], "unfolded_per_s": best["unfolded"],
                      "query_per_s": best["query"],
                      "ratio": best["query"] / best["bare"], "decode_per_s": best["decode"],
-                     "cores": cores, "overlap_bound": bound})
+                     "cores": cores, "overlap_bound": bound, "page_faults_per_run": faults})
     print(f"\n### Whole query path: image files in, top-5 of {QUERY_PATH_CLASSES:,} classes "
           f"out (batch {QUERY_PATH_BATCH}, best of {QUERY_PATH_REPEATS})\n")
     print("| backbone | image files | images | model as trained images/s (decoded batch) | "
@@ -686,6 +696,10 @@ def bench_query(lab: Lab, args: argparse.Namespace) -> dict:
               f"{r['query_per_s']:,.0f} | {r['ratio']:.2f} "
               f"{verdict(r['ratio'] >= TARGET_QUERY_PATH)} | {r['decode_per_s']:,.0f} | "
               f"{r['overlap_bound']:.2f} ({r['cores']} cores) |")
+    print("\nPage faults per run (median; memory handed back to the system and touched again): "
+          + "; ".join(f"{r['backbone']}: model as trained {r['page_faults_per_run']['unfolded']:,}"
+                      f", bare {r['page_faults_per_run']['bare']:,}"
+                      f", query {r['page_faults_per_run']['query']:,}" for r in rows))
     return {"rows": rows}
 
 
@@ -738,6 +752,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="small sizes (1k and 10k classes, 1k queries): a smoke test")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, from {','.join(SECTIONS)} (default all)")
+    backbones = [model[0] for model in QUERY_PATH_MODELS]
+    parser.add_argument("--backbones", default=",".join(backbones),
+                        help=f"the query section's rows, from {','.join(backbones)} (default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
@@ -745,6 +762,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown or not chosen:
         parser.error(f"--sections takes names from {list(SECTIONS)}; got {args.sections!r}")
+    args.backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
+    if set(args.backbones) - set(backbones) or not args.backbones:
+        parser.error(f"--backbones takes names from {backbones}; got {','.join(args.backbones)!r}")
     sizes = QUICK if args.quick else FULL
     info = machine()
     print_machine(info)
