@@ -32,7 +32,7 @@ Sections (pick with --sections; each prints a markdown table and its wall time):
   search 1k classes, top-5 out) against the bare backbone forward it runs (batch norm folded;
   the unfolded model too, for reference) on the same images already decoded, for Conv-4 on
   28x28 PNGs and ResNet-12 on 84x84 JPEGs, best of 7 alternating runs each. Target: >= 0.8.
-  `--backbones conv4` runs one of them (the Conv-4 row takes about 20 s, ResNet-12 about 3 min).
+  `--backbones conv4` runs one of them (the Conv-4 row takes about 15 s, ResNet-12 about 3 min).
 
 Data (synthetic, seeded by (--seed, C, D)): C // 250 cluster centres ~ N(0, I/D) (norm about
 1); each class's prototype is a random centre + N(0, 0.5^2 I/D) (about 0.5 from it); a query
@@ -49,7 +49,7 @@ left spinning slow the next ones). The store searches all queries; the other met
 the first 2048 where C x D > 5e7 (100k x 512 and up). Flat stores and exact-search results are
 shared between sections for the same (C, D): a build is timed where it first happens.
 
-    .venv/bin/python benchmarks/store_bench.py [--quick] [--sections exact,approx,add,bytes]
+    .venv/bin/python benchmarks/store_bench.py [--quick] [--sections exact,approx,add,bytes,query]
         [--backbones conv4,resnet12] [--seed 0] [--json out.json]
 """
 
@@ -70,7 +70,7 @@ import resource
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -746,6 +746,16 @@ def print_machine(info: dict) -> None:
         print("WARNING: other work was running; the rates below are wall-clock and may be low")
 
 
+def names_from(parser: argparse.ArgumentParser, option: str, value: str,
+               choices: Sequence[str]) -> list[str]:
+    """The comma-separated names in an option's value; a usage error unless there is at least
+    one and each is among choices."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if set(names) - set(choices) or not names:
+        parser.error(f"{option} takes names from {list(choices)}; got {value!r}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -758,13 +768,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
-    chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown or not chosen:
-        parser.error(f"--sections takes names from {list(SECTIONS)}; got {args.sections!r}")
-    args.backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
-    if set(args.backbones) - set(backbones) or not args.backbones:
-        parser.error(f"--backbones takes names from {backbones}; got {','.join(args.backbones)!r}")
+    chosen = names_from(parser, "--sections", args.sections, SECTIONS)
+    args.backbones = names_from(parser, "--backbones", args.backbones, backbones)
     sizes = QUICK if args.quick else FULL
     info = machine()
     print_machine(info)
