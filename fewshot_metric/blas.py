@@ -1,12 +1,13 @@
 """Picks OpenBLAS kernels for FAISS before faiss is first imported (import side effect).
 
 faiss-cpu wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1). It does not know
-recent Intel CPUs (this project's machine: family 6, model 207) and falls back to its generic
-SSE3 "Prescott" kernels, so exact search ran at 0.16-0.19 of the machine's matrix-multiply
-throughput (benchmarks/store_bench.py). OpenBLAS reads OPENBLAS_CORETYPE when it loads: this
-sets SkylakeX on CPUs with AVX-512 and Haswell on CPUs with AVX2, unless the variable is
-already set. Libraries loaded before keep their choice (numpy's OpenBLAS detects these CPUs
-itself and picks the same kernels); `warn_if_faiss_blas_is_generic` tells a user who imported
+recent CPUs (this project's machines: an Intel family 6, model 207, and an AMD EPYC with
+AVX-512) and falls back to generic SSE3 kernels ("Prescott" on Intel, "Barcelona" on AMD),
+so exact search ran at 0.16-0.19 of the machine's matrix-multiply throughput
+(benchmarks/store_bench.py). OpenBLAS reads OPENBLAS_CORETYPE when it loads: this sets
+SkylakeX on CPUs with AVX-512 and Haswell on CPUs with AVX2, unless the variable is already
+set. Libraries loaded before keep their choice (numpy's OpenBLAS detects these CPUs itself and
+picks the same kernels); `warn_if_faiss_blas_is_generic` tells a user who imported
 faiss first.
 """
 
@@ -37,6 +38,10 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+# OpenBLAS core types with AVX2 kernels or better; any other one on an AVX2 CPU is a fallback
+AVX2_CORETYPES = frozenset({"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"})
+
+
 @functools.cache
 def warn_if_faiss_blas_is_generic() -> bool:
     """Warns (once) when faiss's OpenBLAS runs generic kernels on a CPU with AVX2 or AVX-512,
@@ -44,15 +49,17 @@ def warn_if_faiss_blas_is_generic() -> bool:
     from threadpoolctl import threadpool_info
 
     wanted = openblas_coretype(cpu_flags())
-    generic = [pool["filepath"] for pool in threadpool_info()
+    generic = [(pool["filepath"], pool.get("architecture")) for pool in threadpool_info()
                if pool["internal_api"] == "openblas" and "openblaso" in pool["filepath"]
-               and pool.get("architecture") == "Prescott"]
+               and pool.get("architecture") not in AVX2_CORETYPES]
     if wanted is None or not generic:
         return False
-    warnings.warn(f"faiss's OpenBLAS ({Path(generic[0]).name}) runs generic SSE3 kernels on this "
-                  f"CPU, so exact search is several times slower than it could be: import "
-                  f"fewshot_metric before faiss, or set OPENBLAS_CORETYPE={wanted} in the "
-                  f"environment before Python starts", RuntimeWarning, stacklevel=3)
+    path, architecture = generic[0]
+    warnings.warn(f"faiss's OpenBLAS ({Path(path).name}) runs generic SSE3 kernels "
+                  f"({architecture}) on this CPU, so exact search is several times slower "
+                  f"than it could be: import fewshot_metric before faiss, or set "
+                  f"OPENBLAS_CORETYPE={wanted} in the environment before Python starts",
+                  RuntimeWarning, stacklevel=3)
     return True
 
 
