@@ -3,8 +3,11 @@
 Runs the test suite's own harnesses (tests/reliability/) at larger counts:
 
 - every case of the generated bad-input corpus (`corpus.CASES`: images, labels, embeddings,
-  k, recipes, checkpoints, damaged stores; Python API and CLI), counting the cases that gave
-  a clean error (the expected error, naming the input, the store and files unchanged);
+  k, recipes, checkpoints, damaged stores, a file given as a store; Python API and CLI),
+  counting the cases that gave a clean error (the expected error, naming the input, no
+  Python repr in the message, the store and files unchanged);
+- every CLI command that prints, run with its output pipe closed by the reader
+  (`closed_pipes.closed_pipe_cases`), counting those that exit 141 with nothing on stderr;
 - store saves killed with SIGKILL at random moments (`kill_trials.store_kill_trials`) and
   training runs killed during checkpoint writes then resumed
   (`kill_trials.checkpoint_kill_trials`), counting the trials that left a loadable store or
@@ -35,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability")]
 
+from closed_pipes import closed_pipe_cases  # noqa: E402
 from conftest import train_tiny_checkpoint, write_glyph_images  # noqa: E402
 from corpus import run_bad_input_cases  # noqa: E402
 from kill_trials import checkpoint_kill_trials, store_kill_trials  # noqa: E402
@@ -98,8 +102,22 @@ def main() -> int:
                                  "not_clean": [name for name, ok, _ in results if not ok],
                                  "seconds": time.perf_counter() - start}
         rows.append(("bad inputs (images, labels, embeddings, k, recipes, checkpoints, "
-                     "stores; API and CLI)", f"{len(results)} cases",
-                     f"{clean} clean errors, store unchanged ({100 * clean / len(results):.0f}%)"))
+                     "stores, a file as a store; API and CLI)", f"{len(results)} cases",
+                     f"{clean} clean errors (naming the input, no Python repr in the message), "
+                     f"store unchanged ({100 * clean / len(results):.0f}%)"))
+
+        shots = write_glyph_images(work / "glyphs", classes=6, images=3)
+        start = time.perf_counter()
+        pipes = closed_pipe_cases(checkpoint, sorted(next(iter(shots.values()))),
+                                  work / "closed_pipes")
+        quiet = sum(ok for _, ok, _ in pipes)
+        figures["closed_pipes"] = {"commands": len(pipes), "quiet": quiet,
+                                   "not_quiet": [row for row in pipes if not row[1]],
+                                   "seconds": time.perf_counter() - start}
+        rows.append(("output pipe closed by its reader (as by `head -1`): every command "
+                     "that prints",
+                     f"{len(pipes)} commands", f"{quiet} exit 141 without a traceback "
+                     f"({100 * quiet / len(pipes):.0f}%)"))
 
         start = time.perf_counter()
         store = store_kill_trials(args.store_kills, work / "store_kills", args.seed)
@@ -121,7 +139,6 @@ def main() -> int:
                      f"{'bitwise identical' if runs.identical else 'DIFFER'} to an "
                      f"uninterrupted run (max abs diff {runs.max_abs_diff:g})"))
 
-        shots = write_glyph_images(work / "glyphs", classes=6, images=3)
         for mode in ("prototype", "instance"):
             start = time.perf_counter()
             report = thread_stress(FewShotClassifier.from_checkpoint(checkpoint, mode=mode),
@@ -144,7 +161,7 @@ def main() -> int:
         print("| " + " | ".join(row) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-    perfect = (clean == len(results) and store.consistent == store.trials
+    perfect = (clean == len(results) and quiet == len(pipes) and store.consistent == store.trials
                and runs.consistent == runs.trials and runs.identical and lost == 0
                and not any(figures[f"threads_{m}"]["errors"] for m in ("prototype", "instance")))
     return 0 if perfect else 1

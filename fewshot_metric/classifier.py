@@ -48,6 +48,34 @@ def list_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def class_folders(folder: str | Path) -> dict[str, list[Path]]:
+    """{subfolder name: its image files} for each class subfolder of `folder` (sorted; hidden
+    ones skipped): the classes `register_folder` registers."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder; register_folder needs one "
+                                 f"subfolder of images per class")
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subfolders:
+        raise FileNotFoundError(f"{folder} has no class subfolders; put each class's "
+                                f"images in {folder}/<class name>/")
+    return {p.name: list_images([p]) for p in subfolders}
+
+
+def check_shots(label: str, images: Sequence[ImageInput]) -> None:
+    """Raises ValueError unless `label` is a class label and `images` a non-empty list."""
+    check_label(label, "label")
+    if isinstance(images, str | Path):
+        got = f"one path {str(images)!r}; pass a list: [{str(images)!r}]"
+    elif isinstance(images, Image.Image):
+        got = "one PIL image; pass a list: [image]"
+    elif not len(images):
+        got = "an empty list; pass the class's image files or PIL images"
+    else:
+        return
+    raise ValueError(f"class {label!r} needs a non-empty list of images, got {got}")
+
+
 def default_mode(head_name: str) -> str:
     """The store mode a head serves with: class means for Prototypical networks, every shot
     for the nearest-shot heads (Siamese, Matching)."""
@@ -151,17 +179,7 @@ class FewShotClassifier:
                         progress: bool = False) -> dict[str, int]:
         """Registers one class per subfolder of `folder` (the subfolder name is the label, its
         image files the shots): all classes, or on any error none. -> {label: shot count}."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise NotADirectoryError(f"{folder} is not a folder; register_folder needs one "
-                                     f"subfolder of images per class")
-        subfolders = sorted(p for p in folder.iterdir() if p.is_dir()
-                            and not p.name.startswith("."))
-        if not subfolders:
-            raise FileNotFoundError(f"{folder} has no class subfolders; put each class's "
-                                    f"images in {folder}/<class name>/")
-        return self.register_many({p.name: list_images([p]) for p in subfolders}, batch_size,
-                                  progress)
+        return self.register_many(class_folders(folder), batch_size, progress)
 
     def register_many(self, shots: dict[str, Sequence[ImageInput]], batch_size: int = 64,
                       progress: bool = False) -> dict[str, int]:
@@ -169,10 +187,7 @@ class FewShotClassifier:
         labels: list[str] = []
         images: list[ImageInput] = []
         for label, class_images in shots.items():
-            check_label(label, "label")
-            if isinstance(class_images, str | Path | Image.Image) or not len(class_images):
-                raise ValueError(f"class {label!r} needs a non-empty list of images, got "
-                                 f"{class_images!r}")
+            check_shots(label, class_images)
             labels += [label] * len(class_images)
             images += list(class_images)
         embeddings = self._embed(images, batch_size, progress, "nothing was registered")
@@ -193,19 +208,32 @@ class FewShotClassifier:
     def query(self, images: Sequence[ImageInput], k: int = 1, batch_size: int = 64,
               progress: bool = False) -> list[Prediction]:
         """The k nearest classes of each image (paths or PIL images), in input order."""
+        self.check_query(k)
+        embeddings = self._embed(images, batch_size, progress, "no image was queried")
+        names = [_image_name(image, i) for i, image in enumerate(images)]
+        return self.predict(embeddings, k, names)
+
+    def predict(self, embeddings: np.ndarray, k: int = 1, names: Sequence[str] | None = None
+                ) -> list[Prediction]:
+        """The k nearest classes of each of embeddings [N, D] (as the embedder gives them), in
+        input order; `names` [N] fill `Prediction.image` (default "<embedding i>")."""
+        self.check_query(k)
+        with self._lock:
+            result = self.store.search(embeddings, k, self.temperature, self.reject_distance)
+        if names is None:
+            names = [f"<embedding {i}>" for i in range(len(result.rejected))]
+        columns = zip(result.label_array.tolist(), result.scores.tolist(),  # one C loop each
+                      result.distances.tolist(), result.rejected.tolist(), strict=True)
+        return [Prediction(name, tuple(labels), tuple(scores), tuple(distances), rejected)
+                for name, (labels, scores, distances, rejected)
+                in zip(names, columns, strict=True)]
+
+    def check_query(self, k: int) -> None:
+        """Raises ValueError unless a query for the k nearest classes can be answered."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1 (classes per image), got {k!r}")
         if not len(self.store):
             raise ValueError("the store has no classes yet: register some first")
-        embeddings = self._embed(images, batch_size, progress, "no image was queried")
-        with self._lock:
-            result = self.store.search(embeddings, k, self.temperature, self.reject_distance)
-        columns = zip(result.label_array.tolist(), result.scores.tolist(),  # one C loop each
-                      result.distances.tolist(), result.rejected.tolist(), strict=True)
-        return [Prediction(_image_name(image, i), tuple(labels), tuple(scores), tuple(distances),
-                           rejected)
-                for i, (image, (labels, scores, distances, rejected))
-                in enumerate(zip(images, columns, strict=True))]
 
     def calibrate_rejection(self, known: Sequence[ImageInput], unknown: Sequence[ImageInput],
                             false_accept_rate: float = 0.05, batch_size: int = 64) -> float:
@@ -242,7 +270,14 @@ class FewShotClassifier:
         `checkpoint` is given; a checkpoint of another model is refused
         (IncompatibleEmbedderError). `device` as in `from_checkpoint`; `mmap=True` serves the
         store from its files, read-only (see `PrototypeStore.load`)."""
-        store = PrototypeStore.load(path, mmap=mmap)
+        return cls.from_store(PrototypeStore.load(path, mmap=mmap), path, checkpoint, device)
+
+    @classmethod
+    def from_store(cls, store: PrototypeStore, path: str | Path,
+                   checkpoint: str | Path | None = None, device: str | None = None
+                   ) -> FewShotClassifier:
+        """A classifier around `store`, loaded from folder `path`, as `load` makes it (the
+        checkpoint, rejection distance and temperature saved with it)."""
         if checkpoint is None:
             checkpoint = store.info.get("checkpoint")
             if checkpoint is None:

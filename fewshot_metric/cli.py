@@ -1,9 +1,15 @@
-"""`fewshot-metric <command>`: one function per command, wired by the COMMANDS table."""
+"""`fewshot-metric <command>`: one function per command, wired by the COMMANDS table.
+
+Exit status: 0 done, 2 an error the message explains, 141 (128 + SIGPIPE, as coreutils exit)
+when the reader of the output went away (`fewshot-metric query ... --json | head -1`): the
+command stops quietly, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -47,11 +53,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fewshot_metric.config import recipe_from_dict
     from fewshot_metric.data import build_transform
-    from fewshot_metric.evaluation import embed_dataset, evaluate_embeddings
+    from fewshot_metric.evaluation import evaluate_dataset
     from fewshot_metric.training.checkpoint import load_model
     from fewshot_metric.training.splits import open_split
 
     model, meta = load_model(args.checkpoint)
+    model.head.check_n_way(args.way, "--way")
     data = recipe_from_dict(meta["recipe"], source=f"{args.checkpoint} recipe").data
     if args.data is not None:
         data.kind = args.data
@@ -62,10 +69,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data.rotations = args.rotations
     split = args.split or data.test_split
     dataset = open_split(data, split, build_transform(model.backbone.input_config))
-    embeddings = embed_dataset(model, dataset, args.batch_size)
-    result = evaluate_embeddings(model, embeddings, dataset.labels, dataset.class_groups,
-                                 args.way, args.shot, args.query, args.episodes, args.seed,
-                                 same_group=args.same_group)
+    result = evaluate_dataset(model, dataset, args.way, args.shot, args.query, args.episodes,
+                              args.seed, same_group=args.same_group, batch_size=args.batch_size)
     print(f"{data.kind} {split}: {result}")
     record = {"checkpoint": str(args.checkpoint), "data": data.kind, "root": data.root,
               "split": split, "rotations": data.rotations, **result.to_dict()}
@@ -93,7 +98,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     from fewshot_metric.classifier import FewShotClassifier, list_images
-    from fewshot_metric.store.persistence import META_FILE, store_exists
+    from fewshot_metric.store.persistence import check_new_store_folder, store_exists
 
     folder = Path(args.store)
     if store_exists(folder):
@@ -105,14 +110,11 @@ def _register(args: argparse.Namespace) -> int:
                 raise ValueError(f"the store {args.store} already exists with {name[2:]} "
                                  f"{has!r}; {name} {asked} only applies to a new store (change "
                                  f"the index with `fewshot-metric store index`)")
-    elif folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):
-        raise FileExistsError(f"{args.store} is not a store (it has no {META_FILE}) but is not "
-                              f"an empty folder either: choose a new or empty folder for a new "
-                              f"store, or restore the store's {META_FILE} from a backup")
-    elif args.checkpoint is None:
-        raise ValueError(f"there is no store at {args.store} yet: pass --checkpoint CKPT to "
-                         f"create one for that model")
     else:
+        check_new_store_folder(folder)
+        if args.checkpoint is None:
+            raise ValueError(f"there is no store at {args.store} yet: pass --checkpoint CKPT to "
+                             f"create one for that model")
         classifier = FewShotClassifier.from_checkpoint(args.checkpoint, args.device,
                                                        mode=args.mode, index=args.index or "flat")
     if args.folder is not None:
@@ -159,25 +161,44 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from fewshot_metric.store import PrototypeStore, exclusive_lock
+    from fewshot_metric.store import JournalPendingError, PrototypeStore, exclusive_lock
     from fewshot_metric.store.persistence import store_exists
 
     if args.action == "info":
-        _print_info(args, PrototypeStore.load(args.store, mmap=True))  # reads only what it shows
+        try:
+            store = PrototypeStore.load(args.store, mmap=True)  # reads only what it shows
+        except JournalPendingError:  # a server's changes not yet folded: replay them
+            store = PrototypeStore.load(args.store)
+        _print_info(args, store)
         return 0
+    collisions = args.collisions if args.action == "normalize" else "refuse"
     if not store_exists(args.store):
         PrototypeStore.load(args.store)  # the error that says what is missing
     with exclusive_lock(args.store):  # no other process saves between our load and save
-        store = PrototypeStore.load(args.store)
+        store = PrototypeStore.load(args.store, label_collisions=collisions)
         if args.action == "remove":
             for label in args.labels:
                 store.remove(label)
         elif args.action == "rename":
             store.rename(args.old, args.new)
-        else:
+        elif args.action == "index":
             store.set_index(args.kind, **dict(_option(text) for text in args.option))
         store.save(args.store)
     print(f"store {args.store}: {len(store)} classes, {store.index_kind} index")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fewshot_metric.serve import ServeOptions
+    from fewshot_metric.serve.server import read_token_file, serve_store
+
+    options = ServeOptions(
+        token=read_token_file(args.token_file) if args.token_file else None,
+        token_for_reads=args.token_for_reads, cors_origins=tuple(args.cors_origin),
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels)
+    serve_store(args.store, args.checkpoint, args.device, args.host, args.port, options,
+                args.fold_entries, args.fold_seconds, args.log_level)
     return 0
 
 
@@ -274,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("store", help="inspect or edit a store: info, remove, rename, index")
+    p = sub.add_parser("store", help="inspect or edit a store: info, remove, rename, index, "
+                       "normalize")
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("info", help="size, model, index and classes of a store")
     a.add_argument("store")
@@ -291,17 +313,61 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("kind", choices=list(KIND_OPTIONS))
     a.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="index option, e.g. nprobe=32 (repeatable)")
+    a = actions.add_parser("normalize", help="put labels in NFC; for a store written before "
+                           "that rule whose labels collide in NFC, merge or rename them")
+    a.add_argument("store")
+    a.add_argument("--collisions", choices=["merge", "rename"], required=True,
+                   help="merge: pool each group of colliding classes into one; rename: keep "
+                   "them apart as 'label (2)', ...")
+
+    p = sub.add_parser("serve", help="serve a store over HTTP (register, query, the web page)")
+    p.add_argument("--store", required=True, help="store folder (created if missing, when "
+                   "--checkpoint is given); the server owns it while it runs")
+    p.add_argument("--checkpoint", help="model checkpoint; needed to create a store, "
+                   "otherwise the one the store remembers")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token-file", help="file whose first line is the token that writes "
+                   "need (Authorization: Bearer <token>)")
+    p.add_argument("--token-for-reads", action="store_true",
+                   help="reads need the token too (/health never does)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN to call the API (repeatable)")
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most images per embed call of concurrent queries (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long a query waits for others to join its batch (default 2)")
+    p.add_argument("--fold-entries", type=int, default=1000,
+                   help="fold the journal into the snapshot after this many changes")
+    p.add_argument("--fold-seconds", type=float, default=60.0,
+                   help="... or when its oldest change is this old (default 60)")
+    p.add_argument("--max-upload-mb", type=float, default=32.0,
+                   help="largest request body (default 32)")
+    p.add_argument("--max-image-pixels", type=int, default=16_000_000,
+                   help="largest image, width x height (default 16000000)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level; info logs every request (default info)")
     return parser
 
 
 COMMANDS = {"backbones": cmd_backbones, "train": cmd_train, "eval": cmd_eval,
-            "register": cmd_register, "query": cmd_query, "store": cmd_store}
+            "register": cmd_register, "query": cmd_query, "store": cmd_store,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # Python's exit flush would raise again: point stdout at /dev/null first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ConfigError, ValueError, OSError, KeyError) as exc:
         print(f"fewshot-metric {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,7 @@ class TrainConfig:
     augment_shift: float = 0.1  # shift, +- this fraction of the image size
     amp: str = "none"  # mixed precision: none | bf16 | fp16 (fp16: CUDA only)
     sync_batchnorm: bool = False  # distributed on CUDA: batch-norm statistics over all ranks
+    meta_batch: int | None = None  # tasks per step, split over torchrun ranks; null: 1 a rank
 
 
 @dataclass
@@ -164,7 +165,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}; see recipes/ for examples")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            with open(path, encoding="utf-8") as stream:  # marks name the file, not a str
+                values = yaml.safe_load(stream) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source}: not valid YAML: {exc}. Fix the place shown; a recipe "
                               f"is UTF-8 text of mappings, lists, strings, numbers and booleans "

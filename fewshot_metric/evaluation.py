@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -69,6 +69,26 @@ def embed_dataset(model: FewShotModel, dataset: FewShotDataset,
     return torch.cat(chunks)
 
 
+def _evaluate(model: FewShotModel, score: Callable[[list[int]], tuple[torch.Tensor,
+                                                                        torch.Tensor]],
+              labels: np.ndarray, class_groups: Sequence[str] | None, n_way: int, k_shot: int,
+              n_query: int, episodes: int, seed: int, same_group: bool) -> EpisodeAccuracy:
+    """Accuracy over `episodes` tasks, the model in eval mode; score(episode indices) ->
+    (query logits [n_way * n_query, n_way], query labels [n_way * n_query])."""
+    sampler = EpisodeSampler(labels, n_way=n_way, k_shot=k_shot, n_query=n_query,
+                             n_episodes=episodes, seed=seed, class_groups=class_groups,
+                             same_group=same_group)
+    was_training = model.training
+    model.eval()
+    accuracies = []
+    for indices in sampler:
+        logits, query_labels = score(indices)
+        accuracies.append((logits.argmax(1) == query_labels).float().mean().item())
+    model.train(was_training)
+    mean, ci95, std = accuracy_with_ci(accuracies)
+    return EpisodeAccuracy(mean, ci95, std, episodes, n_way, k_shot, n_query, seed, same_group)
+
+
 @torch.no_grad()
 def evaluate_embeddings(model: FewShotModel, embeddings: torch.Tensor, labels: np.ndarray,
                         class_groups: Sequence[str] | None, n_way: int, k_shot: int,
@@ -79,17 +99,48 @@ def evaluate_embeddings(model: FewShotModel, embeddings: torch.Tensor, labels: n
     Episode i is a pure function of (seed, i), so the same seed gives the same tasks and
     the same number. Each image is embedded once (eval mode), then tasks index into it.
     """
-    sampler = EpisodeSampler(labels, n_way=n_way, k_shot=k_shot, n_query=n_query,
-                             n_episodes=episodes, seed=seed, class_groups=class_groups,
-                             same_group=same_group)
-    was_training = model.training
-    model.eval()
-    accuracies = []
-    for indices in sampler:
+    def score(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         emb = embeddings[torch.as_tensor(indices)]
         support, support_labels, query, query_labels = split_episode(emb, n_way, k_shot, n_query)
-        logits = model.episode_logits(support, support_labels, query)
-        accuracies.append((logits.argmax(1) == query_labels).float().mean().item())
-    model.train(was_training)
-    mean, ci95, std = accuracy_with_ci(accuracies)
-    return EpisodeAccuracy(mean, ci95, std, episodes, n_way, k_shot, n_query, seed, same_group)
+        return model.episode_logits(support, support_labels, query), query_labels
+
+    return _evaluate(model, score, labels, class_groups, n_way, k_shot, n_query, episodes, seed,
+                     same_group)
+
+
+@torch.no_grad()
+def evaluate_images(model: FewShotModel, fetch: Callable[[list[int]], torch.Tensor],
+                    labels: np.ndarray, class_groups: Sequence[str] | None, n_way: int,
+                    k_shot: int, n_query: int, episodes: int, seed: int,
+                    same_group: bool = False) -> EpisodeAccuracy:
+    """Runs the same seeded tasks as `evaluate_embeddings` on images: fetch(indices [n]) ->
+    images [n, C, H, W]; each episode goes through the head's `episode_loss` in eval mode
+    (heads that adapt: the test-time inner loop on its support set)."""
+    device = next(model.parameters()).device
+
+    def score(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = fetch(indices).to(device)
+        _, logits = model.episode_loss(images, n_way, k_shot, n_query)
+        return logits, split_episode(images, n_way, k_shot, n_query)[3]
+
+    return _evaluate(model, score, labels, class_groups, n_way, k_shot, n_query, episodes, seed,
+                     same_group)
+
+
+def evaluate_dataset(model: FewShotModel, dataset: FewShotDataset, n_way: int, k_shot: int,
+                     n_query: int, episodes: int, seed: int, same_group: bool = False,
+                     batch_size: int = 256,
+                     fetch: Callable[[np.ndarray], torch.Tensor] | None = None
+                     ) -> EpisodeAccuracy:
+    """The model's accuracy on `dataset`'s seeded tasks. Metric heads: every image embedded
+    once, then `evaluate_embeddings`; heads that adapt per task (`scores_images`):
+    `evaluate_images`. fetch(indices [n]) -> images [n, C, H, W] (default: preprocess them
+    from `dataset`, batch by batch or episode by episode)."""
+    if model.head.scores_images:
+        fetch = fetch or (lambda indices: preload_images(dataset, indices, progress=False))
+        return evaluate_images(model, fetch, dataset.labels, dataset.class_groups, n_way,
+                               k_shot, n_query, episodes, seed, same_group)
+    embeddings = (embed_dataset(model, dataset, batch_size) if fetch is None
+                  else embed_images(model, fetch(np.arange(len(dataset))), batch_size))
+    return evaluate_embeddings(model, embeddings, dataset.labels, dataset.class_groups, n_way,
+                               k_shot, n_query, episodes, seed, same_group)

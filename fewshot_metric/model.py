@@ -10,7 +10,7 @@ from torch import nn
 from fewshot_metric.backbones import Backbone, create_backbone
 from fewshot_metric.config import ModelConfig
 from fewshot_metric.distances import build_distance, distance_from_config
-from fewshot_metric.heads import build_head
+from fewshot_metric.heads import HEADS, build_head
 
 
 class FewShotModel(nn.Module):
@@ -23,6 +23,7 @@ class FewShotModel(nn.Module):
         self.head_name = head_name
         self.head_kwargs = dict(head_kwargs)
         self.head = build_head(head_name, distance, **self.head_kwargs)
+        self.head.attach(backbone)
 
     @property
     def distance(self) -> nn.Module:
@@ -37,6 +38,12 @@ class FewShotModel(nn.Module):
                        query_emb: torch.Tensor) -> torch.Tensor:
         """support_emb [S, D], support_labels [S], query_emb [Q, D] -> logits [Q, n_way]."""
         return self.head.episode_logits(support_emb, support_labels, query_emb)
+
+    def episode_loss(self, images: torch.Tensor, n_way: int, k_shot: int, n_query: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [n_way * (k_shot + n_query), C, H, W] in episode layout -> (loss [], query
+        logits [n_way * n_query, n_way]): the head's one episode contract."""
+        return self.head.episode_loss(self.backbone, images, n_way, k_shot, n_query)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -61,6 +68,7 @@ def build_model(config: ModelConfig) -> FewShotModel:
                                weights=config.weights, **config.backbone_kwargs)
     distance = build_distance(config.metric, **config.metric_kwargs)
     head_kwargs = dict(config.head_kwargs)
-    if config.head == "matching" and head_kwargs.get("fce"):
+    if (config.head == "matching" and head_kwargs.get("fce")) or (
+            config.head in HEADS and HEADS[config.head].scores_images):
         head_kwargs.setdefault("embed_dim", backbone.embed_dim)
     return FewShotModel(backbone, config.head, head_kwargs, distance)

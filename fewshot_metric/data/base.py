@@ -47,6 +47,12 @@ def open_image(data: str | Path | bytes, source: str) -> Image.Image:
         raise OSError(f"image {source} is too large to decode safely ({exc}); it may be a "
                       f"decompression bomb: use a smaller image, or raise "
                       f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
+    except Image.UnidentifiedImageError as exc:  # its message ends in the file object's repr
+        size = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
+        problem = ("the file is empty (0 bytes)" if size == 0 else
+                   "it is not in an image format PIL reads, or is damaged beyond recognition")
+        raise OSError(f"cannot decode image {source}: {problem}; replace or remove the "
+                      f"file") from exc
     except (OSError, ValueError, EOFError) as exc:  # what PIL raises for damaged files
         raise OSError(f"cannot decode image {source}: {exc}; replace or remove the "
                       f"file") from exc

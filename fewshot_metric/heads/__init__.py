@@ -1,10 +1,16 @@
 """Episode heads: a support set and queries -> logits [Q, n_way], larger = more likely.
 
-Uniform interface: every head has `episode_logits(support_emb [S, D], support_labels [S],
-query_emb [Q, D]) -> [Q, n_way]`, and training and evaluation call only that. For
-PrototypicalHead and MatchingHead `forward` is the same call; SiameseHead's `forward` scores
-pairs instead (`[N, D], [N, D] -> [N]`), for the contrastive loss. `support_labels` are
-int64 values 0..n_way-1 with every class present, so n_way = max label + 1.
+One contract for every family: `episode_loss(backbone, images, n_way, k_shot, n_query)`
+turns an episode's images (episode layout, see data/sampler.py) into a training loss and
+query logits, and the trainer and `evaluate_images` call only that. Metric heads
+(Prototypical, Matching, Siamese) implement it by embedding the images and calling
+`episode_logits(support_emb [S, D], support_labels [S], query_emb [Q, D]) -> [Q, n_way]`,
+which evaluation also calls on precomputed embeddings (each image embedded once: the fast
+path). Heads that adapt per task (heads/adaptation.py, `scores_images = True`) run an inner
+loop on the support images instead. For PrototypicalHead and MatchingHead `forward` is
+`episode_logits`; SiameseHead's `forward` scores pairs (`[N, D], [N, D] -> [N]`), for the
+contrastive loss the trainer gives it. `support_labels` are int64 values 0..n_way-1 with
+every class present, so n_way = max label + 1.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewshot_metric.data import split_episode
 from fewshot_metric.distances import Distance, SquaredEuclidean
+from fewshot_metric.losses import episode_cross_entropy
 
 
 class EpisodeHead(nn.Module):
@@ -24,10 +32,28 @@ class EpisodeHead(nn.Module):
     implement `episode_logits`, and `forward` defaults to it."""
 
     default_distance: Callable[[], Distance] = SquaredEuclidean
+    scores_images = False  # True: no logits from precomputed embeddings (adapts per task)
 
     def __init__(self, distance: Distance | None = None):
         super().__init__()
         self.distance = self.default_distance() if distance is None else distance
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Called once by FewShotModel with its backbone, before any weights are loaded;
+        heads with parameters shaped by the backbone create them here. Default: nothing."""
+
+    def check_n_way(self, n_way: int, key: str) -> None:
+        """A ValueError naming `key` if the head cannot score n_way-way tasks. Default: any."""
+
+    def episode_loss(self, backbone: nn.Module, images: torch.Tensor, n_way: int, k_shot: int,
+                     n_query: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [n_way * (k_shot + n_query), C, H, W] in episode layout -> (loss [], query
+        logits [n_way * n_query, n_way]); here: embed all, `episode_logits`, cross-entropy."""
+        emb = backbone(images)
+        support, support_labels, query, query_labels = split_episode(emb, n_way, k_shot,
+                                                                     n_query)
+        logits = self.episode_logits(support, support_labels, query)
+        return episode_cross_entropy(logits, query_labels)[0], logits
 
     def forward(self, support_emb: torch.Tensor, support_labels: torch.Tensor,
                 query_emb: torch.Tensor) -> torch.Tensor:
@@ -64,6 +90,13 @@ class EpisodeHead(nn.Module):
 
 
 # The heads subclass EpisodeHead, imported from this module: import them once it is defined.
+from fewshot_metric.heads.adaptation import (  # noqa: E402
+    AdaptationHead,
+    ANILHead,
+    MAMLHead,
+    ProtoMAMLHead,
+    ReptileHead,
+)
 from fewshot_metric.heads.matching import MatchingHead  # noqa: E402
 from fewshot_metric.heads.prototypical import PrototypicalHead  # noqa: E402
 from fewshot_metric.heads.siamese import SiameseHead  # noqa: E402
@@ -72,13 +105,17 @@ HEADS: dict[str, type[EpisodeHead]] = {
     "prototypical": PrototypicalHead,
     "matching": MatchingHead,
     "siamese": SiameseHead,
+    "maml": MAMLHead,
+    "anil": ANILHead,
+    "protomaml": ProtoMAMLHead,
+    "reptile": ReptileHead,
 }
 
 
 def build_head(name: str, distance: Distance | None = None, **options: Any) -> EpisodeHead:
-    """"prototypical" | "matching" | "siamese" with the model's `distance` (None: the head's
-    default) and the head's own options (MatchingHead: fce, lstm_layers, process_steps,
-    embed_dim)."""
+    """A name of HEADS with the model's `distance` (None: the head's default) and the head's
+    own options (MatchingHead: fce, lstm_layers, process_steps, embed_dim; the adaptation
+    heads: see heads/adaptation.py)."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
     cls = HEADS[name]
@@ -90,5 +127,5 @@ def build_head(name: str, distance: Distance | None = None, **options: Any) -> E
     return cls(distance, **options)
 
 
-__all__ = ["HEADS", "EpisodeHead", "MatchingHead", "PrototypicalHead", "SiameseHead",
-           "build_head"]
+__all__ = ["ANILHead", "HEADS", "AdaptationHead", "EpisodeHead", "MAMLHead", "MatchingHead",
+           "ProtoMAMLHead", "PrototypicalHead", "ReptileHead", "SiameseHead", "build_head"]

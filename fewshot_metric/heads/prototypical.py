@@ -14,10 +14,10 @@ class PrototypicalHead(EpisodeHead):
     own; the distance may hold a learned scale.
     """
 
-    def prototypes(self, support_emb: torch.Tensor, support_labels: torch.Tensor
-                   ) -> torch.Tensor:
+    @staticmethod
+    def prototypes(support_emb: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
         """support_emb [S, D], support_labels [S] -> prototypes [n_way, D]."""
-        members = self.class_mask(support_emb, support_labels).T.to(support_emb.dtype)
+        members = EpisodeHead.class_mask(support_emb, support_labels).T.to(support_emb.dtype)
         return (members @ support_emb) / members.sum(1, keepdim=True)
 
     def episode_logits(self, support_emb: torch.Tensor, support_labels: torch.Tensor,

@@ -5,7 +5,8 @@ A store folder holds fixed file names only (labels live inside store.json, never
 - `store.json`: format name + version, dim, metric, mode, index kind + options, fingerprint,
   `info` (a JSON object the owner keeps with the store, e.g. the checkpoint it serves), next
   id, the number of classes, the sha256 of every other file, and `meta_sha256`, the sha256 of
-  the rest of store.json, so a hand edit is detected.
+  the rest of store.json, so a hand edit is detected; optional `journal_seq` (default 0),
+  the last journal change folded into the other files.
 - `labels.json`: the class labels in insertion order, a JSON array of C strings.
 - `class_ids.npy` int64 [C] (increasing, as ids are given out) and `class_counts.npy` int64
   [C], the shots added to each class.
@@ -14,6 +15,9 @@ A store folder holds fixed file names only (labels live inside store.json, never
   vectors for cosine), rows in class order.
 - instance mode: `vectors.npy` float32 [N, D] (the index-ready shots), `vector_ids.npy`
   int64 [N] (increasing), `vector_classes.npy` int64 [N] (the class id of each shot).
+- `journal.jsonl` (optional, not in store.json's `files`: it grows): the changes a StoreOwner
+  (`fewshot-metric serve`) made since the snapshot, one checksummed JSON line each; loading
+  replays the lines after `journal_seq` (see `fewshot_metric.store.journal`).
 
 Per-class data is in .npy columns, written chunk by chunk, so that a store of tens of millions
 of classes saves without a second copy in memory, and loads (`mmap=True`) as memory maps.
@@ -26,6 +30,11 @@ NAME, fsyncs the parent and deletes the backup. At every instant NAME, or during
 missing. Saves and loads hold an advisory `fcntl.flock` on `NAME.lock` beside the folder
 (exclusive to save, shared to load); a second process waits up to `lock_timeout` seconds,
 then gets `StoreLockedError`. The lock file is left in place: deleting it would race.
+
+A StoreOwner holds an exclusive flock on `NAME.owner` beside the folder for its lifetime (the
+file holds JSON: pid, describe, started); meanwhile every other save of the store and every
+`exclusive_lock` of it gets `StoreOwnedError` naming the owner (its own fold passes,
+`writing_as_owner`). Readers are not refused: they see the snapshot and its journal.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,6 +71,7 @@ FORMAT = "fewshot_metric.prototype_store"
 VERSION = 2
 META_FILE = "store.json"
 LABELS_FILE = "labels.json"
+JOURNAL_FILE = "journal.jsonl"
 INDEX_FILE = "index.faiss"
 CLASS_FILES = ("class_ids", "class_counts")
 ARRAY_FILES: dict[str, tuple[str, ...]] = {
@@ -77,6 +88,10 @@ class StoreFormatError(ValueError):
 
 class StoreLockedError(TimeoutError):
     """Another process holds the store's lock for longer than `lock_timeout`."""
+
+
+class StoreOwnedError(StoreLockedError):
+    """A write to a store that a StoreOwner (e.g. `fewshot-metric serve`) owns."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,8 @@ class SavedStore:
     `labels` (list), `class_ids` and `counts` (int64 arrays) are [C] in insertion order;
     `arrays` maps the mode's ARRAY_FILES names to arrays (ArrayChunks to write; arrays, or
     read-only memory maps, when read; see the module docstring); `info` is a JSON object;
-    `source` is the folder read.
+    `source` is the folder read; `journal_seq` the last journal change in the snapshot and
+    `journal` the bytes of its journal.jsonl (read under the same lock as the snapshot).
     """
 
     dim: int
@@ -111,6 +127,8 @@ class SavedStore:
     arrays: dict[str, Any]
     index: StoreIndex
     source: Path | None = None
+    journal_seq: int = 0
+    journal: bytes = b""
 
 
 def backup_path(path: Path) -> Path:
@@ -122,6 +140,19 @@ def store_exists(path: str | Path) -> bool:
     """Whether `path` holds a saved store (or its backup from an interrupted save)."""
     path = Path(path)
     return (path / META_FILE).is_file() or (backup_path(path) / META_FILE).is_file()
+
+
+def check_new_store_folder(path: str | Path) -> None:
+    """Raises FileExistsError unless `path`, where no store is, can take a new one: a folder
+    that is missing or empty."""
+    path = Path(path)
+    if path.is_file():
+        raise FileExistsError(f"{path} is a file, not a store folder: pass the store's folder, "
+                              f"or a new or empty folder for a new store")
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} is not a store (it has no {META_FILE}) but is not an "
+                              f"empty folder either: choose a new or empty folder for a new "
+                              f"store, or restore the store's {META_FILE} from a backup")
 
 
 def lock_path(path: Path) -> Path:
@@ -169,8 +200,9 @@ def _locked(path: Path, exclusive: bool, timeout: float) -> Iterator[None]:
 def exclusive_lock(path: str | Path, timeout: float = 30.0) -> Iterator[None]:
     """Holds the store's lock across a load-modify-save, so that no other process saves in
     between (which would lose one of the two changes); loads and saves of the store by this
-    thread inside the block do not lock again. Waits up to `timeout` s (StoreLockedError).
-    The lock file goes beside the store folder, whose parent must exist."""
+    thread inside the block do not lock again. Waits up to `timeout` s (StoreLockedError);
+    StoreOwnedError while a StoreOwner owns the store. The lock file goes beside the store
+    folder, whose parent must exist."""
     path = Path(path)
     held = _held.__dict__.setdefault("paths", set())
     key = lock_path(path).resolve()
@@ -178,11 +210,82 @@ def exclusive_lock(path: str | Path, timeout: float = 30.0) -> Iterator[None]:
         yield
         return
     with _locked(path, exclusive=True, timeout=timeout):
+        _refuse_if_owned(path)
         held.add(key)
         try:
             yield
         finally:
             held.discard(key)
+
+
+def owner_path(path: Path) -> Path:
+    """The ownership file beside the store folder, flocked by its StoreOwner."""
+    return path.parent / f"{path.name}.owner"
+
+
+_owner_writes = threading.local()  # .paths: owner files whose owner saves in this thread
+
+
+@contextmanager
+def writing_as_owner(path: str | Path) -> Iterator[None]:
+    """Lets this thread's saves of `path` pass the ownership check (a StoreOwner's fold)."""
+    paths = _owner_writes.__dict__.setdefault("paths", set())
+    key = owner_path(Path(path)).resolve()
+    paths.add(key)
+    try:
+        yield
+    finally:
+        paths.discard(key)
+
+
+def take_ownership(path: Path, describe: str) -> int:
+    """Flocks `owner_path(path)` exclusively and writes who owns it (JSON: pid, describe,
+    started); returns the file descriptor, whose closing releases it. StoreOwnedError when
+    another owner holds it. Call it inside `exclusive_lock(path)`, under which the checks read
+    the file, so that none reads it half-written."""
+    fd = os.open(owner_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _owned_error(path, fd) from None
+        started = datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "describe": describe,
+                                  "started": started}).encode(), 0)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_if_owned(path: Path) -> None:
+    """StoreOwnedError if a StoreOwner holds `path`, unless this thread is its fold."""
+    file = owner_path(path)
+    if file.resolve() in getattr(_owner_writes, "paths", set()):
+        return
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except FileNotFoundError:  # never owned
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: released by the close below
+    except BlockingIOError:
+        raise _owned_error(path, fd) from None
+    finally:
+        os.close(fd)
+
+
+def _owned_error(path: Path, fd: int) -> StoreOwnedError:
+    """The refusal, naming the owner that `owner_path(path)`, open as `fd`, describes."""
+    try:
+        owner = json.loads(os.pread(fd, 1 << 16, 0))
+        who = f"{owner['describe']} (pid {owner['pid']}, since {owner['started']})"
+    except (ValueError, KeyError, TypeError):  # damaged, or not written by a StoreOwner
+        who = f"another process (see {owner_path(path)})"
+    return StoreOwnedError(f"store {path} is owned by {who}: send changes to it (its HTTP API, "
+                           f"fewshot_metric.client.Client) or stop it first")
 
 
 def _sha256(path: Path) -> str:
@@ -208,8 +311,13 @@ def _write_npy(array: ArrayChunks, path: Path) -> None:
         raise RuntimeError(f"{path}: wrote {rows} rows, expected {array.shape[0]}")
 
 
-def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> None:
-    """Atomically replaces the store folder `path` by `saved` (see the module docstring)."""
+def write_store(path: str | Path, saved: SavedStore, lock_timeout: float,
+                around_swap: Callable[[Path], AbstractContextManager[None]] | None = None
+                ) -> None:
+    """Atomically replaces the store folder `path` by `saved` (see the module docstring);
+    StoreOwnedError while a StoreOwner owns it. `around_swap(tmp)`: a context manager that
+    the swap runs inside, given the complete new folder (a StoreOwner's fold adds the journal
+    there, then holds appends back until the new folder is in place)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"cannot save the store to {path}: it is a file; choose a folder")
@@ -218,6 +326,7 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
                               f"not a store (no {META_FILE}); choose a new or empty folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path, exclusive=True, timeout=lock_timeout):
+        _refuse_if_owned(path)
         remove_leftover_temps(path)  # of saves killed earlier; we hold the lock
         tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
         try:
@@ -233,12 +342,13 @@ def write_store(path: str | Path, saved: SavedStore, lock_timeout: float) -> Non
                 "mode": saved.mode,
                 "index": {"kind": saved.index.kind, "options": saved.index.options},
                 "fingerprint": saved.fingerprint, "info": saved.info, "next_id": saved.next_id,
-                "classes": len(saved.labels),
+                "classes": len(saved.labels), "journal_seq": saved.journal_seq,
                 "files": {file.name: _sha256(file) for file in sorted(tmp.iterdir())},
             }
             meta["meta_sha256"] = _meta_digest(meta)
             atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=1))
-            _swap_in(tmp, path)
+            with around_swap(tmp) if around_swap else nullcontext():
+                _swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -270,6 +380,9 @@ def read_store(path: str | Path, lock_timeout: float, mmap: bool = False) -> Sav
     """Reads and checks the store folder `path` (or its backup, see the module docstring);
     with `mmap`, the .npy columns and the index's lists are read-only memory maps."""
     path = Path(path)
+    if path.is_file():
+        raise NotADirectoryError(f"no store at {path}: it is a file, and a store is a folder; "
+                                 f"pass the store's folder (the one holding {META_FILE})")
     if not path.is_dir() and not backup_path(path).is_dir():
         raise FileNotFoundError(f"no store at {path}: there is no such folder; save one with "
                                 f"store.save({str(path)!r})")
@@ -298,8 +411,11 @@ def read_store(path: str | Path, lock_timeout: float, mmap: bool = False) -> Sav
         if mode == "instance":
             _check_instance(folder, arrays, class_ids, counts, meta["next_id"])
         index = _read_index(folder, meta, n_rows, mmap)
+        journal = folder / JOURNAL_FILE
+        changes = journal.read_bytes() if journal.exists() else b""
     return SavedStore(dim, meta["metric"], mode, meta["fingerprint"], meta["info"],
-                      meta["next_id"], labels, class_ids, counts, arrays, index, folder)
+                      meta["next_id"], labels, class_ids, counts, arrays, index, folder,
+                      meta.get("journal_seq", 0), changes)
 
 
 def _file_error(path: Path, detail: str) -> StoreFormatError:
@@ -365,6 +481,8 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if meta["dim"] < 1 or meta["next_id"] < 0 or meta["classes"] < 0:
         raise _meta_error(folder, f"dim must be >= 1, next_id and classes >= 0, got "
                                   f"{meta['dim']}, {meta['next_id']} and {meta['classes']}")
+    if "journal_seq" in meta and _field(folder, meta, "journal_seq", (int,)) < 0:
+        raise _meta_error(folder, f"journal_seq must be >= 0, got {meta['journal_seq']}")
     _field(folder, meta["index"], "kind", (str,), "index.")
     _field(folder, meta["index"], "options", (dict,), "index.")
     return meta

@@ -17,7 +17,9 @@ shots' vectors (instance mode). That table is the store's own copy of the index 
 (beside the index's storage): indexes that cannot remove (HNSW) or must be trained (IVF) are
 rebuilt from it chunk by chunk, see `fewshot_metric.store.index_factory`, and queries an
 approximate index cannot fill are answered exactly from it. Every mutating call validates
-everything first and leaves the store unchanged when it fails.
+everything first and leaves the store unchanged when it fails. A store that a StoreOwner
+serves also records each add / remove / rename in the folder's journal before the call
+returns (`fewshot_metric.store.journal`); `load` replays the journal onto the snapshot.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import unicodedata
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -38,12 +42,10 @@ from fewshot_metric.blas import warn_if_faiss_blas_is_generic
 from fewshot_metric.distances import DISTANCES
 from fewshot_metric.store.index_factory import IndexVectors, StoreIndex
 from fewshot_metric.store.label_column import LabelColumn
+from fewshot_metric.store.labels import check_label, resolve_collisions
 from fewshot_metric.store.persistence import (
-    LABELS_FILE,
-    RESTORE,
     ArrayChunks,
     SavedStore,
-    StoreFormatError,
     read_store,
     write_store,
 )
@@ -59,6 +61,10 @@ class IncompatibleEmbedderError(ValueError):
 
 class ReadOnlyStoreError(ValueError):
     """A change to a store loaded with mmap=True."""
+
+
+class ClassExistsError(ValueError):
+    """A new label (of a rename) that is already a class of the store."""
 
 
 class UnknownClassError(KeyError):
@@ -91,17 +97,6 @@ class SearchResult:
     @cached_property
     def labels(self) -> list[list[str]]:
         return self.label_array.tolist()
-
-
-def check_label(label: object, where: str) -> str:
-    """A class label: a str that is not empty or whitespace-only."""
-    if not isinstance(label, str):
-        raise ValueError(f"{where} must be a str class name, got {type(label).__name__} "
-                         f"{label!r}")
-    if not label.strip():
-        raise ValueError(f"{where} = {label!r} is empty or whitespace-only; give every class a "
-                         f"visible name")
-    return label
 
 
 def _refuse_rows(bad: np.ndarray, problem: str, name: str, labels: list[str] | None) -> None:
@@ -137,6 +132,9 @@ class PrototypeStore:
         self._next_id = 0
         self._max_vectors = 0  # most index vectors of any class
         self._read_only: str | None = None  # why changes are refused, if they are
+        # set by a StoreOwner: records a change durably (or raises) and returns its journal seq
+        self._journal: Callable[[dict[str, Any]], int] | None = None
+        self._journal_seq = 0  # the last journal change the state holds (saved as journal_seq)
         self.info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- description
@@ -195,7 +193,7 @@ class PrototypeStore:
         return len(self._classes)
 
     def __contains__(self, label: object) -> bool:
-        return label in self._row_of
+        return isinstance(label, str) and unicodedata.normalize("NFC", label) in self._row_of
 
     def __repr__(self) -> str:
         return (f"PrototypeStore(dim={self.dim}, metric={self.metric!r}, mode={self.mode!r}, "
@@ -273,6 +271,7 @@ class PrototypeStore:
                 self._shots.append(id=add_ids, class_row=rows[group], vector=add_vectors)
                 undo.append(lambda: self._shots.truncate(n_shot_rows))
             self._index.update(remove_ids, add_vectors, add_ids, *self._index_source())
+            self._record({"op": "add", "labels": labels, "embeddings": embeddings})
         except BaseException:
             self._revert(undo)
             raise
@@ -352,6 +351,7 @@ class PrototypeStore:
         """Removes class `label` and its shots; its ids are never reused."""
         self._check_writable()
         row = self._row(label)
+        label = self._labels[row]  # as the store holds it (NFC)
         rows = np.array([row], np.int64)
         undo: list[Callable[[], None]] = []
         try:
@@ -369,6 +369,7 @@ class PrototypeStore:
                 undo.append(lambda: self._shots.set_live(shot_rows, True))
             self._index.update(remove_ids, np.zeros((0, self.dim), np.float32),
                                np.zeros(0, np.int64), *self._index_source())
+            self._record({"op": "remove", "label": label})
         except BaseException:
             self._revert(undo)
             raise
@@ -382,10 +383,11 @@ class PrototypeStore:
         """Renames class `old` to `new` (which must not exist), keeping its id and position."""
         self._check_writable()
         row = self._row(old)
-        check_label(new, "the new label")
+        old, new = self._labels[row], check_label(new, "the new label")
         if new in self._row_of:
-            raise ValueError(f"cannot rename {old!r} to {new!r}: a class {new!r} already exists; "
-                             f"remove it first or choose another name")
+            raise ClassExistsError(f"cannot rename {old!r} to {new!r}: a class {new!r} already "
+                                   f"exists; remove it first or choose another name")
+        self._record({"op": "rename", "old": old, "new": new})  # nothing below can fail
         self._labels[row] = new
         self._row_of[new] = self._row_of.pop(old)
 
@@ -397,6 +399,10 @@ class PrototypeStore:
         if self._index.retune(index):
             return
         self._check_writable()
+        if self._journal is not None:
+            raise ValueError(f"cannot rebuild the index of a served store as {kind!r}: its "
+                             f"journal records add, remove and rename only. Stop the server "
+                             f"(StoreOwner.close), then run `fewshot-metric store index`")
         index.rebuild(*self._index_source())
         self._index = index
 
@@ -408,14 +414,21 @@ class PrototypeStore:
         if self._read_only is not None:
             raise ReadOnlyStoreError(self._read_only)
 
+    def _record(self, change: dict[str, Any]) -> None:
+        """Has the attached journal, if any, record `change` durably; raises if it cannot
+        (the caller then undoes the change)."""
+        if self._journal is not None:
+            self._journal_seq = self._journal(change)
+
     def _row(self, label: str) -> int:
-        """The class row of `label`; UnknownClassError if it is not a class."""
-        if label not in self._row_of:
+        """The class row of `label` (any normalisation form); UnknownClassError if it is not a
+        class."""
+        if label not in self:
             classes = self._labels_at(self._classes.live_rows()[:11])
             known = ", ".join(map(repr, classes[:10])) or "none"
             raise UnknownClassError(f"no class {label!r} in the store (classes: {known}"
                                     f"{', ...' if len(classes) > 10 else ''}); check the spelling")
-        return self._row_of[label]
+        return self._row_of[unicodedata.normalize("NFC", label)]
 
     @property
     def _normalize(self) -> bool:
@@ -575,9 +588,11 @@ class PrototypeStore:
         return float(accepted.max())
 
     # ----------------------------------------------------------------- files
-    def save(self, path: str | Path, lock_timeout: float = 5.0) -> None:
+    def save(self, path: str | Path, lock_timeout: float = 5.0, *,
+             around_swap: Callable[[Path], AbstractContextManager[None]] | None = None) -> None:
         """Writes the store to folder `path` atomically (see `fewshot_metric.store.persistence`);
-        waits up to `lock_timeout` s for another process saving or loading it."""
+        waits up to `lock_timeout` s for another process saving or loading it; StoreOwnedError
+        while a StoreOwner owns `path`. `around_swap`: see `write_store` (a StoreOwner's fold)."""
         self._check_writable()
         if not isinstance(self.info, dict):
             raise ValueError(f"store.info must be a dict, got {type(self.info).__name__}")
@@ -604,32 +619,40 @@ class PrototypeStore:
                                      self.info, self._next_id,
                                      self._labels_at(rows),
                                      self._classes.get("id", rows),
-                                     self._classes.get("count", rows), arrays, self._index),
-                    lock_timeout)
+                                     self._classes.get("count", rows), arrays, self._index,
+                                     journal_seq=self._journal_seq),
+                    lock_timeout, around_swap)
 
     @classmethod
-    def load(cls, path: str | Path, lock_timeout: float = 5.0, mmap: bool = False
+    def load(cls, path: str | Path, lock_timeout: float = 5.0, mmap: bool = False,
+             label_collisions: str = "refuse", *, journal_until: int | None = None
              ) -> PrototypeStore:
         """Reads a store saved by `save`; StoreFormatError names a missing or corrupt file.
+        Labels are put in NFC (`fewshot_metric.store.labels`); `label_collisions` says what
+        to do with labels saved before that rule that are one label in NFC: "refuse"
+        (LabelCollisionError naming them), "merge" or "rename" (see `resolve_collisions`).
 
         mmap=True maps the class table and the IVF index's lists (flat codes too) from the
         store's files instead of reading them into memory: a store much larger than memory
         answers searches, paging in what they touch. Such a store is read-only (changing
-        search-time options with `set_index` still works)."""
-        saved = read_store(path, lock_timeout, mmap)
+        search-time options with `set_index` still works).
+
+        The changes in the folder's journal after the snapshot (made by a StoreOwner, e.g.
+        `fewshot-metric serve`) are replayed, up to change `journal_until` if given (a fold);
+        with mmap=True, pending changes raise JournalPendingError instead."""
+        # imported here: the journal module builds on this one (StoreOwner loads stores)
+        from fewshot_metric.store.journal import JournalPendingError, pending_changes, replay
+
+        saved = read_store(path, lock_timeout, mmap)  # the journal's bytes with the snapshot
+        pending = pending_changes(saved, journal_until)
+        if mmap and pending:
+            raise JournalPendingError.of(saved.source, len(pending))
+        merged = resolve_collisions(saved, label_collisions, mmap)
         store = cls(saved.dim, saved.metric, saved.mode, saved.index.kind, saved.fingerprint,
                     **saved.index.options)
         store._index, store._next_id, store.info = saved.index, saved.next_id, saved.info
-        for i, label in enumerate(saved.labels):
-            try:
-                check_label(label, f"labels[{i}]")
-            except ValueError as error:
-                raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: {error}") from None
         store._labels = LabelColumn(saved.labels)
         store._row_of = {label: row for row, label in enumerate(saved.labels)}
-        if len(store._row_of) != len(saved.labels):
-            raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: two classes share one label; "
-                                   f"{RESTORE}")
         columns = {"id": saved.class_ids, "count": saved.counts}
         if store.mode == "prototype":
             store._classes = RowTable.from_arrays(_class_columns(store.mode, store.dim),
@@ -642,6 +665,10 @@ class PrototypeStore:
                 "id": saved.arrays["vector_ids"], "class_row": class_rows,
                 "vector": saved.arrays["vectors"]})
             store._max_vectors = int(saved.counts.max(initial=0))
+        if merged:  # merged classes' vectors changed; an IVF index keeps its training
+            store._index.refill(*store._index_source())
+        replay(store, pending, saved.source)
+        store._journal_seq = pending[-1].seq if pending else saved.journal_seq
         if mmap:
             store._read_only = (f"the store {saved.source} was loaded with mmap=True, which is "
                                 f"read-only; load it with PrototypeStore.load(path) to change it")

@@ -23,12 +23,14 @@ def open_split(config: DataConfig, split: str, transform: Callable) -> FewShotDa
     return dataset
 
 
-def preload_images(dataset: FewShotDataset, indices=None) -> torch.Tensor:
-    """Preprocesses images `indices` [n] (default: all) into a contiguous tensor [n, C, H, W]."""
+def preload_images(dataset: FewShotDataset, indices=None, progress: bool = True
+                   ) -> torch.Tensor:
+    """Preprocesses images `indices` [n] (default: all) into a contiguous tensor [n, C, H, W];
+    `progress`: a bar on stderr for 2,000 images or more."""
     indices = range(len(dataset)) if indices is None else indices
     first, _ = dataset[int(indices[0])]
     images = torch.empty((len(indices), *first.shape), dtype=first.dtype)
     for row, i in enumerate(tqdm(indices, desc="preprocess", leave=False, mininterval=2.0,
-                                 disable=len(indices) < 2000)):
+                                 disable=not progress or len(indices) < 2000)):
         images[row] = dataset[int(i)][0]
     return images

@@ -1,4 +1,7 @@
-"""Trainer: episodic training (Prototypical, Matching) or pair batches (Siamese) from a recipe.
+"""Trainer: episodic training from a recipe, for every head. Prototypical, Matching and the
+fast-adaptation heads (MAML, first-order MAML, Meta-SGD, ANIL, Proto-MAML, Reptile) turn each
+episode into a loss through the head's one `episode_loss` contract; Siamese trains on pairs
+mined from each episode. A step averages the gradients of `train.meta_batch` episodes.
 
 Episode `step` is a pure function of (seed, step) and pair mining uses a generator seeded the
 same way, so a run stopped and resumed from its last save ends with the same weights as an
@@ -9,13 +12,15 @@ learning_curve.png, eval.json.
 
 Under `torchrun` (WORLD_SIZE > 1) the episode step runs in DistributedDataParallel: each rank
 draws its own episodes (seed derived from the recipe seed and the rank; rank 0 draws what a
-single process would), gradients are averaged, so all ranks hold the same weights, and only
-rank 0 validates and writes files. Checkpoints hold the plain model, so they load anywhere.
+single process would), meta_batch / world_size of them per step (one without meta_batch),
+gradients are averaged, so all ranks hold the same weights, and only rank 0 validates and
+writes files. Checkpoints hold the plain model, so they load anywhere.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +35,8 @@ from tqdm import tqdm
 from fewshot_metric.atomic import atomic_write_text, remove_leftover_temps
 from fewshot_metric.config import Recipe
 from fewshot_metric.data import EpisodeSampler, FewShotDataset, build_transform, split_episode
-from fewshot_metric.evaluation import (
-    EpisodeAccuracy,
-    embed_dataset,
-    embed_images,
-    evaluate_embeddings,
-)
-from fewshot_metric.losses import contrastive_loss, episode_cross_entropy, mine_pairs
+from fewshot_metric.evaluation import EpisodeAccuracy, evaluate_dataset
+from fewshot_metric.losses import contrastive_loss, mine_pairs
 from fewshot_metric.model import FewShotModel, build_model
 from fewshot_metric.training.augment import random_affine
 from fewshot_metric.training.checkpoint import (
@@ -85,23 +85,25 @@ class EpisodeSource:
     """Images of a split, fetched by dataset indices [n] -> [n, C, H, W].
 
     With `keep=True` each image is preprocessed once, on first use, into one contiguous
-    tensor; otherwise (splits too big for memory) on every fetch.
+    tensor; otherwise (splits too big for memory) on every fetch. `progress`: show a bar
+    while many images are preprocessed.
     """
 
-    def __init__(self, dataset: FewShotDataset, keep: bool):
+    def __init__(self, dataset: FewShotDataset, keep: bool, progress: bool = True):
         self.dataset = dataset
         self.keep = keep
+        self.progress = progress
         self.images: torch.Tensor | None = None
         self.ready = np.zeros(len(dataset), dtype=bool)
 
     def fetch(self, indices: list[int] | np.ndarray) -> torch.Tensor:
         indices = np.asarray(indices, dtype=np.int64)
         if not self.keep:
-            images = preload_images(self.dataset, indices)
+            images = preload_images(self.dataset, indices, self.progress)
             return images.contiguous(memory_format=torch.channels_last)
         missing = np.unique(indices[~self.ready[indices]])
         if len(missing):
-            fresh = preload_images(self.dataset, missing)
+            fresh = preload_images(self.dataset, missing, self.progress)
             if self.images is None:
                 self.images = torch.empty((len(self.dataset), *fresh.shape[1:]), dtype=fresh.dtype)
             self.images[torch.from_numpy(missing)] = fresh
@@ -120,8 +122,10 @@ def rank_seed(seed: int, rank: int) -> int:
 
 class EpisodeLoss(nn.Module):
     """The model plus the recipe's loss: forward(images [N, C, H, W] in episode layout,
-    generator) -> (loss [], query accuracy, a float). One module, so DistributedDataParallel
-    sees every parameter used in its forward."""
+    generator) -> (loss [], query accuracy, a float). Every head but Siamese gives its loss
+    through the one episode contract (`FewShotModel.episode_loss`: metric heads and heads
+    that adapt per task alike); Siamese trains on pairs mined from the episode. One module,
+    so DistributedDataParallel sees every parameter used in its forward."""
 
     def __init__(self, model: FewShotModel, recipe: Recipe):
         super().__init__()
@@ -131,12 +135,14 @@ class EpisodeLoss(nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator
                 ) -> tuple[torch.Tensor, float]:
         cfg = self.cfg
+        if self.model.head_name != "siamese":
+            loss, logits = self.model.episode_loss(images, cfg.n_way, cfg.k_shot, cfg.n_query)
+            query_labels = split_episode(images, cfg.n_way, cfg.k_shot, cfg.n_query)[3]
+            return loss, (logits.argmax(1) == query_labels).float().mean().item()
         emb = self.model.embed(images)
         support, support_labels, query, query_labels = split_episode(
             emb, cfg.n_way, cfg.k_shot, cfg.n_query)
         logits = self.model.episode_logits(support, support_labels, query)
-        if self.model.head_name != "siamese":
-            return episode_cross_entropy(logits, query_labels)
         labels = torch.cat([support_labels, query_labels]).cpu()
         idx_a, idx_b, same = mine_pairs(labels, cfg.positive_fraction, cfg.pairs_per_step,
                                         generator)
@@ -168,6 +174,16 @@ class Trainer:
         # channels_last: ~1.5x faster convolutions on CPU, same results up to rounding
         self.model: FewShotModel = build_model(recipe.model).to(
             self.device, memory_format=torch.channels_last)
+        cfg = recipe.train
+        for key, n_way in (("train.n_way", cfg.n_way), ("train.val_n_way", cfg.val_n_way),
+                           ("eval.n_way", recipe.eval.n_way)):
+            self.model.head.check_n_way(n_way, key)
+        world = self.dist.world_size
+        if cfg.meta_batch is not None and (cfg.meta_batch < 1 or cfg.meta_batch % world):
+            raise ValueError(f"train.meta_batch={cfg.meta_batch} must be a positive multiple of "
+                             f"the number of processes ({world}): each runs meta_batch / "
+                             f"{world} tasks per step; or null for one task per process")
+        self.tasks_per_rank = 1 if cfg.meta_batch is None else cfg.meta_batch // world
         if self.dist.is_distributed and recipe.train.sync_batchnorm:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm needs CUDA devices (PyTorch's "
@@ -184,16 +200,16 @@ class Trainer:
         transform = build_transform(input_config)
         train_set = open_split(data, data.train_split, transform)
         val_set = open_split(data, data.val_split, transform)
-        cfg = recipe.train
         # Built first so a split too small for the episodes fails before any work is done.
         self.sampler = EpisodeSampler(train_set.labels, n_way=cfg.n_way, k_shot=cfg.k_shot,
-                                      n_query=cfg.n_query, n_episodes=cfg.steps,
+                                      n_query=cfg.n_query,
+                                      n_episodes=cfg.steps * self.tasks_per_rank,
                                       seed=self.seed, class_names=train_set.class_names)
         EpisodeSampler(val_set.labels, n_way=cfg.val_n_way, k_shot=cfg.val_k_shot,
                        n_query=cfg.val_n_query, n_episodes=1, seed=recipe.seed,
                        class_names=val_set.class_names)
-        self.train_source = EpisodeSource(train_set, data.preload)
-        self.val_source = EpisodeSource(val_set, data.preload)
+        self.train_source = EpisodeSource(train_set, data.preload, self.progress)
+        self.val_source = EpisodeSource(val_set, data.preload, self.progress)
         self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe)
         self.step = 0
@@ -201,31 +217,39 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, step: int) -> tuple[float, float]:
-        """One episode (on every rank): forward, backward (averaged over ranks), update."""
+        """One update from `tasks_per_rank` episodes on every rank (episode step * tasks + i
+        of the rank's sampler): forward and backward of each (the gradient of their mean,
+        averaged over ranks), then the optimizer step. -> mean loss and query accuracy."""
         cfg = self.recipe.train
-        images = self.train_source.fetch(self.sampler.episode(step))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        if cfg.augment:
-            images = random_affine(images, generator, cfg.augment_rotate, cfg.augment_scale,
-                                   cfg.augment_shift)
-        images = images.to(self.device, non_blocking=True)
         amp = AMP_DTYPES[cfg.amp]
-        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            loss, accuracy = self.episode_loss(images, generator)
+        tasks = self.tasks_per_rank
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        losses, accuracies = [], []
+        for task in range(tasks):
+            episode = step * tasks + task
+            images = self.train_source.fetch(self.sampler.episode(episode))
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + episode)
+            if cfg.augment:
+                images = random_affine(images, generator, cfg.augment_rotate,
+                                       cfg.augment_scale, cfg.augment_shift)
+            images = images.to(self.device, non_blocking=True)
+            accumulate = self.dist.is_distributed and task < tasks - 1  # reduce once, at the end
+            with self.episode_loss.no_sync() if accumulate else nullcontext():
+                with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                    loss, accuracy = self.episode_loss(images, generator)
+                self.scaler.scale(loss / tasks).backward()
+            losses.append(loss.item())
+            accuracies.append(accuracy)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return loss.item(), accuracy
+        return sum(losses) / tasks, sum(accuracies) / tasks
 
     def validate(self) -> EpisodeAccuracy:
         cfg = self.recipe.train
-        emb = embed_images(self.model, self.val_source.all_images())
-        dataset = self.val_source.dataset
-        return evaluate_embeddings(self.model, emb, dataset.labels, dataset.class_groups,
-                                   cfg.val_n_way, cfg.val_k_shot, cfg.val_n_query,
-                                   cfg.val_episodes, seed=self.recipe.seed)
+        return evaluate_dataset(self.model, self.val_source.dataset, cfg.val_n_way,
+                                cfg.val_k_shot, cfg.val_n_query, cfg.val_episodes,
+                                seed=self.recipe.seed, fetch=self.val_source.fetch)
 
     # -- state ----------------------------------------------------------------------------
     def _save(self, val: EpisodeAccuracy | None) -> None:
@@ -328,10 +352,8 @@ class Trainer:
         data, ev = self.recipe.data, self.recipe.eval
         dataset = open_split(data, data.test_split,
                              build_transform(model.backbone.input_config))
-        result = evaluate_embeddings(model, embed_dataset(model, dataset), dataset.labels,
-                                     dataset.class_groups, ev.n_way, ev.k_shot, ev.n_query,
-                                     ev.episodes, seed=self.recipe.seed,
-                                     same_group=ev.same_group)
+        result = evaluate_dataset(model, dataset, ev.n_way, ev.k_shot, ev.n_query, ev.episodes,
+                                  seed=self.recipe.seed, same_group=ev.same_group)
         atomic_write_text(self.out_dir / "eval.json",
                           json.dumps({"checkpoint": checkpoint, "split": data.test_split,
                                       **result.to_dict()}, indent=2))

@@ -66,7 +66,7 @@ def test_build_head_by_name():
     head = build_head("prototypical", distance)
     assert isinstance(head, PrototypicalHead) and head.distance is distance
     assert isinstance(build_head("prototypical").distance, SquaredEuclidean)
-    with pytest.raises(ValueError, match=r"unknown head 'relation'.*'matching', 'prototypical'"):
+    with pytest.raises(ValueError, match=r"unknown head 'relation'.*'matching'.*'prototypical'"):
         build_head("relation")
     with pytest.raises(ValueError, match=r"unknown options \['fce'\]; it takes none"):
         build_head("prototypical", fce=True)

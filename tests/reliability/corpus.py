@@ -1,12 +1,15 @@
 """A corpus of bad and unusual inputs, generated on the fly (no checked-in binaries).
 
 Writers: `write_good_images`, `write_bad_images`, `write_unusual_images`, `write_bad_recipes`,
-`write_bad_checkpoints`, `write_damaged_stores`, `write_malicious_files`; values: `BAD_LABELS`,
-`VALID_UNUSUAL_LABELS`, `BAD_K`, `bad_embeddings(dim)`. `CASES` runs every bad input through
-the Python API and the CLI; `run_bad_input_cases(checkpoint, workdir)` runs them all and says
-which gave a clean error: the expected exception (API) or exit code 2 with
-`fewshot-metric CMD: error: ...` on stderr (CLI), a message naming the input, and nothing
-changed (classes, counts, search answers, and every file under `workdir`, store.json included).
+`write_bad_checkpoints`, `write_damaged_stores` (`relabel_store` for labels written before the
+NFC rule), `write_malicious_files`; values: `BAD_LABELS`, `VALID_UNUSUAL_LABELS` (and
+`STORED_UNUSUAL_LABELS`, as a store holds them: in NFC), `BAD_K`, `bad_embeddings(dim)`.
+`CASES` runs every bad input through the Python API and the CLI;
+`run_bad_input_cases(checkpoint, workdir)` runs them all and says which gave a clean error:
+the expected exception (API) or exit code 2 with `fewshot-metric CMD: error: ...` on stderr
+(CLI), a message naming the input and showing no Python repr (`Outcome.leaks_repr`), and
+nothing changed (classes, counts, search answers, and every file under `workdir`, store.json
+included).
 Outside pytest (which puts this folder on sys.path for the tests beside it), import it with
 `sys.path.insert(0, "tests/reliability")`.
 """
@@ -18,8 +21,10 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import shutil
 import struct
+import unicodedata
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from fewshot_metric import FewShotClassifier, PrototypeStore
 from fewshot_metric.cli import main
 from fewshot_metric.config import ConfigError, load_recipe
 from fewshot_metric.store import IncompatibleEmbedderError, StoreFormatError
+from fewshot_metric.store.persistence import LABELS_FILE, META_FILE, _meta_digest
 from fewshot_metric.training.checkpoint import CheckpointError, load_model
 
 # ----------------------------------------------------------------------------- images
@@ -161,7 +167,8 @@ def write_unusual_images(folder: Path) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------- values
 
-BAD_LABELS: dict[str, Any] = {"empty": "", "whitespace": " \t\n ", "not_a_string": 7}
+BAD_LABELS: dict[str, Any] = {"empty": "", "whitespace": " \t\n ", "not_a_string": 7,
+                              "lone_surrogate": "a\udc80"}  # os.fsdecode of b"a\x80"
 
 VALID_UNUSUAL_LABELS = {
     "slash": "a/b", "parent": "../../evil", "absolute": "/tmp/evil", "backslash": "..\\evil",
@@ -169,6 +176,9 @@ VALID_UNUSUAL_LABELS = {
     "cyrillic": "кошка", "cjk": "猫の写真", "arabic": "قطة", "emoji": "🐈‍⬛",
     "combining": "e\u0301",
 }
+# The labels as a store holds them: in Unicode NFC ("e\u0301" becomes "\u00e9")
+STORED_UNUSUAL_LABELS = {name: unicodedata.normalize("NFC", label)
+                         for name, label in VALID_UNUSUAL_LABELS.items()}
 
 BAD_K: dict[str, Any] = {"zero": 0, "negative": -3, "bool": True, "float": 2.0}
 
@@ -247,12 +257,25 @@ def write_bad_checkpoints(checkpoint: Path, folder: Path) -> dict[str, Path]:
 
 
 DAMAGED_STORES = ("missing_meta", "meta_not_json", "meta_class_removed", "label_blank",
-                  "index_missing", "means_edited", "not_a_store")
+                  "index_missing", "means_edited", "labels_collide_in_nfc", "not_a_store")
+COLLIDING_LABELS = ["caf\u00e9", "cafe\u0301"]  # "café" composed, and e + combining acute
+
+
+def relabel_store(folder: Path, labels: list[str]) -> None:
+    """Writes `labels` into the saved store `folder` with store.json's checksums to match: a
+    store as fewshot_metric wrote it before the NFC label rule."""
+    (folder / LABELS_FILE).write_text(json.dumps(labels, ensure_ascii=False), encoding="utf-8")
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta["files"][LABELS_FILE] = hashlib.sha256((folder / LABELS_FILE).read_bytes()).hexdigest()
+    meta["meta_sha256"] = _meta_digest(meta)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def write_damaged_stores(store: Path, folder: Path) -> dict[str, Path]:
     """Damaged copies of the saved prototype-mode `store` (at least two classes), by
-    DAMAGED_STORES name; `not_a_store` is a folder holding only notes.txt."""
+    DAMAGED_STORES name; `labels_collide_in_nfc` has its first two labels replaced by
+    COLLIDING_LABELS (checksums updated); `not_a_store` is a folder holding only
+    notes.txt."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / name for name in DAMAGED_STORES}
     for name in DAMAGED_STORES[:-1]:
@@ -268,6 +291,7 @@ def write_damaged_stores(store: Path, folder: Path) -> dict[str, Path]:
     means = bytearray((paths["means_edited"] / "means.npy").read_bytes())
     means[-1] ^= 0xFF
     (paths["means_edited"] / "means.npy").write_bytes(bytes(means))
+    relabel_store(paths["labels_collide_in_nfc"], COLLIDING_LABELS + labels[2:])
     paths["not_a_store"].mkdir()
     (paths["not_a_store"] / "notes.txt").write_text("my notes\n")
     return paths
@@ -317,7 +341,8 @@ def write_malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
 class Workbench:
     """The inputs and stores the cases run against, built in `workdir`: a classifier with
     classes "horizontal" and "vertical" (one shot each) in memory and saved at `store`, an
-    empty one (in memory and saved at `empty_store`), and every bad file."""
+    empty one (in memory and saved at `empty_store`), a regular file `store_file` given as a
+    store, and every bad file."""
 
     def __init__(self, checkpoint: Path, workdir: Path):
         self.checkpoint, self.workdir = Path(checkpoint), Path(workdir)
@@ -343,6 +368,8 @@ class Workbench:
         self.empty_store = self.workdir / "stores" / "empty"
         self.empty.save(self.empty_store)
         self.damaged = write_damaged_stores(self.store, self.workdir / "stores" / "damaged")
+        self.store_file = self.workdir / "stores" / "a_file"  # a regular file, not a folder
+        self.store_file.write_text("not a store\n")
         self.probe = self.classifier.embedder.embed(list(self.good.values()))
         self.embeddings = bad_embeddings(self.classifier.embedder.dim)
 
@@ -385,6 +412,9 @@ class Case:
     subjects: Callable[[Workbench], list[str]]
 
 
+REPR = re.compile(r"object at 0x[0-9a-fA-F]+|<[A-Za-z_][\w.]* object\b")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a case gave: `error` (exception type, or "exit N"), the message, whether it was
@@ -397,13 +427,20 @@ class Outcome:
     unchanged: bool
 
     @property
+    def leaks_repr(self) -> bool:
+        """Whether the message shows a Python object's repr ("<_io.BytesIO object at 0x...>"),
+        noise to a user."""
+        return bool(REPR.search(self.message))
+
+    @property
     def clean(self) -> bool:
-        return self.expected_error and self.names_input and self.unchanged
+        return self.expected_error and self.names_input and self.unchanged and not self.leaks_repr
 
     def report(self) -> str:
         problems = [text for ok, text in ((self.expected_error, f"unexpected {self.error}"),
                                           (self.names_input, "does not name the input"),
-                                          (self.unchanged, "changed the store or files"))
+                                          (self.unchanged, "changed the store or files"),
+                                          (not self.leaks_repr, "shows a Python repr"))
                     if not ok]
         return self.message if not problems else f"{'; '.join(problems)}: {self.message}"
 
@@ -644,9 +681,48 @@ def _store_cases() -> list[Case]:
     return cases
 
 
+def _images_argument_cases() -> list[Case]:
+    """register(label, images) given one image instead of a list, or none."""
+    def one_path(b: Workbench) -> Any:
+        return b.classifier.register("new", str(b.good["h1"]))
+
+    def one_image(b: Workbench) -> Any:
+        return b.classifier.register("new", Image.open(b.good["h1"]))
+
+    return [
+        Case("images_argument/one_path/api_register", one_path, ValueError,
+             lambda b: ["class 'new'", f"pass a list: [{str(b.good['h1'])!r}]"]),
+        Case("images_argument/one_pil_image/api_register", one_image, ValueError,
+             lambda b: ["class 'new'", "one PIL image; pass a list"]),
+        Case("images_argument/empty/api_register", lambda b: b.classifier.register("new", []),
+             ValueError, lambda b: ["class 'new'", "an empty list"]),
+    ]
+
+
+def _store_file_cases() -> list[Case]:
+    def subjects(b: Workbench) -> list[str]:
+        return [str(b.store_file), "it is a file"]
+
+    return [
+        Case("store_file/api_store_load", lambda b: PrototypeStore.load(b.store_file),
+             NotADirectoryError, subjects),
+        Case("store_file/api_classifier_load", lambda b: FewShotClassifier.load(
+            b.store_file, checkpoint=b.checkpoint), NotADirectoryError, subjects),
+        Case("store_file/cli_query", lambda b: [
+            "query", "--store", b.store_file, b.good["h1"], "--quiet"], None, subjects),
+        Case("store_file/cli_info", lambda b: ["store", "info", b.store_file], None, subjects),
+        Case("store_file/cli_remove", lambda b: ["store", "remove", b.store_file, "horizontal"],
+             None, subjects),
+        Case("store_file/cli_register", lambda b: [
+            "register", "--store", b.store_file, "--label", "new", b.good["h1"], "--quiet"],
+             None, lambda b: [str(b.store_file), "is a file"]),
+    ]
+
+
 CASES: dict[str, Case] = {case.name: case for case in (
     _image_cases() + _label_cases() + _embedding_cases() + _k_cases() + _empty_store_cases()
-    + _recipe_cases() + _checkpoint_cases() + _store_cases())}
+    + _recipe_cases() + _checkpoint_cases() + _store_cases() + _store_file_cases()
+    + _images_argument_cases())}
 
 
 def run_bad_input_cases(checkpoint: Path, workdir: Path) -> list[tuple[str, bool, str]]:

@@ -7,7 +7,15 @@ import warnings
 from pathlib import Path
 
 import pytest
-from corpus import CASES, Case, Workbench, run_bad_input_cases, run_case, write_bad_images
+from corpus import (
+    CASES,
+    Case,
+    Outcome,
+    Workbench,
+    run_bad_input_cases,
+    run_case,
+    write_bad_images,
+)
 from PIL import Image
 
 from fewshot_metric.data.base import open_image
@@ -15,13 +23,13 @@ from fewshot_metric.data.base import open_image
 # What each message must say, by the longest key that starts the case name (beyond naming
 # the input, which run_case checks). The Conv-4 quickstart model embeds into dim 64.
 EXPECTED: dict[str, tuple[str, ...]] = {
-    "image/zero_byte": ("cannot decode image", "cannot identify image file",
+    "image/zero_byte": ("cannot decode image", "the file is empty (0 bytes)",
                         "replace or remove the file"),
     "image/truncated_png": ("cannot decode image", "image file is truncated",
                             "replace or remove the file"),
     "image/truncated_jpeg": ("cannot decode image", "image file is truncated",
                              "replace or remove the file"),
-    "image/text_as_png": ("cannot decode image", "cannot identify image file",
+    "image/text_as_png": ("cannot decode image", "not in an image format PIL reads",
                           "replace or remove the file"),
     "image/directory": ("is a folder, not an image file", "pass the image files in it"),
     "image/directory/cli": ("holds no image files (looked for .png, .jpg",),
@@ -44,6 +52,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "label/whitespace": (r"' \t\n ' is empty or whitespace-only",
                          "give every class a visible name"),
     "label/not_a_string": ("must be a str class name, got int 7",),
+    "label/lone_surrogate": ("holds the lone surrogate U+DC80", "decode it as UTF-8"),
     "embedding/nan": ("is not finite (NaN or inf", "fix or drop that row"),
     "embedding/inf": ("is not finite (NaN or inf", "fix or drop that row"),
     "embedding/too_large": ("too large for float32", "fix or drop that row"),
@@ -96,7 +105,18 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "store/index_missing": ("index.faiss is missing", "restore the folder from a backup"),
     "store/means_edited": ("means.npy does not match store.json (its sha256 differs)",
                           "restore the folder from a backup"),
+    "store/labels_collide_in_nfc": ("labels that differ only in Unicode normalisation",
+                                    "'caf\\xe9' (1 shots) and 'cafe\\u0301' (1 shots), all "
+                                    "'caf\u00e9'", "Nothing was changed",
+                                    "--collisions merge", "--collisions rename"),
     "store/not_a_store": ("store.json is missing",),
+    "store_file/api": ("no store at", "it is a file, and a store is a folder",
+                       "pass the store's folder"),
+    "store_file/cli_query": ("it is a file, and a store is a folder",),
+    "store_file/cli_info": ("it is a file, and a store is a folder",),
+    "store_file/cli_remove": ("it is a file, and a store is a folder",),
+    "store_file/cli_register": ("is a file, not a store folder",),
+    "images_argument/": ("needs a non-empty list of images",),
     "store/not_a_store/cli_register": ("is not a store (it has no store.json)",
                                        "choose a new or empty folder"),
 }
@@ -126,9 +146,9 @@ def test_run_bad_input_cases_reports_every_case_clean(rows: list[tuple[str, bool
                                                       ) -> None:
     assert [name for name, _, _ in rows] == list(CASES)
     assert [(name, message) for name, clean, message in rows if not clean] == []
-    # images 8 x 4 + 5, labels 13, embeddings 11, k 10, empty store 3, recipes 9 x 2,
-    # checkpoints 9 x 5, stores 7 x 6
-    assert len(rows) == 32 + 5 + 13 + 11 + 10 + 3 + 18 + 45 + 42
+    # images 8 x 4 + 5, labels 18, embeddings 11, k 10, empty store 3, recipes 9 x 2,
+    # checkpoints 9 x 5, stores 8 x 6, a file as the store 6, one image instead of a list 3
+    assert len(rows) == 32 + 5 + 18 + 11 + 10 + 3 + 18 + 45 + 48 + 6 + 3
 
 
 def test_the_judge_notices_a_missing_error_a_change_and_an_unnamed_input(
@@ -149,6 +169,12 @@ def test_the_judge_notices_a_missing_error_a_change_and_an_unnamed_input(
     outcome = run_case(saves, bench)
     assert (outcome.error, outcome.expected_error, outcome.unchanged) == ("exit 0", False,
                                                                           False)
+    for leaky in ("cannot identify image file <_io.BytesIO object at 0x7f3a2c1d0>",
+                  "got <fewshot_metric.store.PrototypeStore object>"):
+        outcome = Outcome("OSError", leaky, True, True, True)
+        assert outcome.leaks_repr and not outcome.clean
+        assert outcome.report().startswith("shows a Python repr: ")
+    assert not Outcome("ValueError", "got dtype <U1 for 'a' <b>", True, True, True).leaks_repr
 
 
 def test_an_oversized_image_is_refused_also_where_warnings_are_errors(tmp_path: Path) -> None:

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from corpus import VALID_UNUSUAL_LABELS, write_good_images, write_malicious_files
+from corpus import (
+    STORED_UNUSUAL_LABELS,
+    VALID_UNUSUAL_LABELS,
+    write_good_images,
+    write_malicious_files,
+)
 
 import fewshot_metric
 from fewshot_metric import Embedder, FewShotClassifier, PrototypeStore
@@ -183,7 +188,7 @@ def test_labels_never_become_paths(tiny_checkpoint: Path, tmp_path: Path, monkey
             *COMMON_FILES, "vectors.npy", "vector_ids.npy", "vector_classes.npy"))}
     assert absolute.exists() == absolute_existed
     assert PrototypeStore.load(store).classes == PATH_LIKE_LABELS
-    assert PrototypeStore.load(work / "instance").classes == list(VALID_UNUSUAL_LABELS.values())
+    assert PrototypeStore.load(work / "instance").classes == list(STORED_UNUSUAL_LABELS.values())
     capsys.readouterr()
     assert main(["query", "--store", str(store), str(good["v0"]), "--k", "10", "--json",
                  "--quiet"]) == 0

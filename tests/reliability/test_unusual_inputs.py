@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import (
+    STORED_UNUSUAL_LABELS,
     UNUSUAL_IMAGES,
     VALID_UNUSUAL_LABELS,
     exif_upright,
@@ -110,11 +111,11 @@ def test_unusual_images_register_through_the_api_and_the_cli(
 
 def test_unusual_labels_work_and_survive_save_and_load(tiny_checkpoint: Path,
                                                        tmp_path: Path) -> None:
-    labels = list(VALID_UNUSUAL_LABELS.values())
+    given, labels = list(VALID_UNUSUAL_LABELS.values()), list(STORED_UNUSUAL_LABELS.values())
     good = write_good_images(tmp_path / "good")
     classifier = FewShotClassifier.from_checkpoint(tiny_checkpoint)
-    counts = classifier.register_many({label: [good["h0"], good["h1"]] for label in labels})
-    assert counts == dict.fromkeys(labels, 2)
+    counts = classifier.register_many({label: [good["h0"], good["h1"]] for label in given})
+    assert counts == dict.fromkeys(given, 2)
     classifier.register("a/b", [good["v0"]])  # now the nearest class of v0
     classifier.save(tmp_path / "store")
     loaded = FewShotClassifier.load(tmp_path / "store")

@@ -5,7 +5,7 @@
 2. The same recipe with fit(stop_at=STEPS // 2), then a new Trainer with fit(resume=True).
 3. The same recipe through `fewshot_metric.cli.main(["train", ...])` (which ends the group).
 Rank 0 writes OUT/report.json: losses [step][rank], identical [step], and where the runs'
-final weights were written.
+final weights were written. Arguments: OUT, then extra `--set` overrides of the recipe.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def gather(value: torch.Tensor) -> list[torch.Tensor]:
     return parts
 
 
-def main(out: Path) -> None:
-    recipe = load_recipe(RECIPE, OVERRIDES)
+def main(out: Path, extra: list[str]) -> None:
+    overrides = [*OVERRIDES, *extra]
+    recipe = load_recipe(RECIPE, overrides)
     trainer = Trainer(recipe, out / "steps", progress=False)
     losses, identical = [], []
     for step in range(STEPS):
@@ -69,10 +70,10 @@ def main(out: Path) -> None:
             "world_size": dist.get_world_size(), "losses": losses, "identical": identical,
             "final_digest": final, "resumed_digest": resumed_digest}))
     code = cli_main(["train", str(RECIPE), "--out", str(out / "cli"), "--quiet",
-                     *(arg for override in OVERRIDES for arg in ("--set", override))])
+                     *(arg for override in overrides for arg in ("--set", override))])
     if code:
         raise SystemExit(f"rank {rank}: fewshot-metric train exited with {code}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])

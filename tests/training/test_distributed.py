@@ -1,5 +1,6 @@
 """Two CPU processes under torchrun (gloo): identical weights after every step, the loss goes
-down, resume is exact, and the checkpoint loads in a single process."""
+down, resume is exact, and the checkpoint loads in a single process; for a metric head and
+for MAML with a meta-batch of 4 tasks (2 per rank)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from ddp_worker import weights_digest
 from fewshot_metric.training.checkpoint import load_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+MAML = ["model.head=maml", "model.head_kwargs={n_way: 10}", "train.val_n_way=10",
+        "eval.n_way=10", "train.meta_batch=4"]
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[dict, Path]:
+@pytest.fixture(scope="module", params=[[], MAML], ids=["prototypical", "maml"])
+def report(request, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(WORKER), str(out)],
+                           "--nproc_per_node=2", str(WORKER), str(out), *request.param],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), out
