@@ -240,8 +240,9 @@ class ProtoMAMLHead(AdaptationHead):
 
 class ReptileHead(AdaptationHead):
     """Reptile (Nichol et al. 2018): first-order inner loop on the support set, meta-loss
-    0.5 |theta - phi|^2 (`reptile_loss`): with train.optimizer sgd and train.lr epsilon each
-    step is theta + epsilon (mean phi - theta). The queries only give the accuracy."""
+    0.5 |theta - phi|^2 (`reptile_loss`, the loss the run logs): with train.optimizer sgd,
+    train.momentum 0 and train.lr epsilon each step is theta + epsilon (mean phi - theta).
+    The queries only give the accuracy."""
 
     name = "reptile"
     reptile = True

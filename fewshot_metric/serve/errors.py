@@ -17,6 +17,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from fewshot_metric.serve.responses import AsciiJSONResponse
 from fewshot_metric.store import (
@@ -60,6 +61,9 @@ ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (UnsupportedMediaError, 415, "unsupported_media_type"),
     (BadImageError, 415, "bad_image"),
     (StorageFullError, 507, "storage_full"),
+    # the client closed the connection before its request was read (a load tester stopping,
+    # a browser tab closed): nobody reads the answer, and it is not the server's error
+    (ClientDisconnect, 499, "client_disconnected"),
     (OSError, 500, "io_error"),
 )
 

@@ -5,6 +5,7 @@ SIGINT, then folds the journal and releases the store (the app's lifespan does).
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import signal
 import sys
@@ -69,6 +70,11 @@ def serve_store(store: str | Path, checkpoint: str | Path | None = None,
                          thumbnails=Thumbnails(thumbnails_path(store)))
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on",
                                                log_level=log_level))
+        # The model, torch and the store are hundreds of thousands of long-lived objects: a
+        # full garbage collection walked them all, a 100-250 ms pause every few hundred
+        # requests (p99). Frozen, collections walk only what requests make.
+        gc.collect()
+        gc.freeze()
         with _stop_quietly():
             server.run()
     finally:

@@ -12,7 +12,6 @@ and releases the store when the app stops.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import sqlite3
 import threading
@@ -50,7 +49,7 @@ class Service:
         self.decode = partial(decode_image, max_pixels=options.max_image_pixels)
         self.batcher = QueryBatcher(classifier, options.max_batch, options.max_wait_ms / 1000,
                                     self.decode, on_batch)
-        self.shots = sum(classifier.store.counts.values())
+        self.shots = classifier.store.shots
         self._lock = threading.Lock()  # changes one at a time; listings see whole changes
 
     @asynccontextmanager
@@ -119,10 +118,9 @@ class Service:
     # ----------------------------------------------------------------- reads
     def page(self, offset: int, limit: int) -> dict[str, Any]:
         with self._lock:
-            counts = self.classifier.store.counts
-        classes = [{"label": label, "count": count}
-                   for label, count in itertools.islice(counts.items(), offset, offset + limit)]
-        return {"total": len(counts), "offset": offset, "limit": limit, "classes": classes}
+            total, counts = len(self.classifier), self.classifier.store.counts_page(offset, limit)
+        classes = [{"label": label, "count": count} for label, count in counts.items()]
+        return {"total": total, "offset": offset, "limit": limit, "classes": classes}
 
     def count(self, label: str) -> dict[str, Any]:
         stored = check_label(label, "label")

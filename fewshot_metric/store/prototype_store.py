@@ -185,6 +185,18 @@ class PrototypeStore:
         return dict(zip(self._labels_at(rows),
                         self._classes.get("count", rows).tolist(), strict=True))
 
+    def counts_page(self, offset: int, limit: int) -> dict[str, int]:
+        """Shots per class of the classes offset .. offset + limit - 1 in insertion order: a
+        page of `counts`, at the cost of the page (labels of the other classes not made)."""
+        rows = self._classes.live_rows()[offset:offset + limit]
+        return dict(zip(self._labels_at(rows), self._classes.get("count", rows).tolist(),
+                        strict=True))
+
+    @property
+    def shots(self) -> int:
+        """The number of shots added to all classes."""
+        return int(self._classes.get("count", self._classes.live_rows()).sum())
+
     def count(self, label: str) -> int:
         """The number of shots added to class `label`."""
         return int(self._classes.get("count", [self._row(label)])[0])

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,15 +45,17 @@ def start_server(store: Path, port: int, extra: tuple[str, ...] = (),
                  timeout: float = 120.0) -> subprocess.Popen:
     """`fewshot-metric serve --store store --port port` in a new process, once /health
     answers (RuntimeError, with its stderr, if it exits or does not answer in time)."""
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a full one would block the server
     server = subprocess.Popen(
         [sys.executable, "-m", "fewshot_metric.cli", "serve", "--store", str(store), "--port",
          str(port), "--log-level", "warning", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=log, text=True)
+    server.log = log
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited with {server.returncode}: "
-                               f"{server.stderr.read()}")
+                               f"{server_log(server)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
                 return server
@@ -63,6 +66,12 @@ def start_server(store: Path, port: int, extra: tuple[str, ...] = (),
     raise RuntimeError(f"the server did not answer /health within {timeout:g} s")
 
 
+def server_log(server: subprocess.Popen) -> str:
+    """What the server started by start_server wrote to stderr so far."""
+    server.log.seek(0)
+    return server.log.read()
+
+
 def stop_server(server: subprocess.Popen, timeout: float = 120.0) -> int:
     """SIGTERM (graceful: the journal is folded) and wait -> the exit status."""
     server.send_signal(signal.SIGTERM)
@@ -71,7 +80,7 @@ def stop_server(server: subprocess.Popen, timeout: float = 120.0) -> int:
     finally:
         if server.poll() is None:
             server.kill()
-        server.stderr.close()
+        server.log.close()
 
 
 def _stream(url: str, image: bytes, trial: int, requests: int, seed: int,
@@ -121,7 +130,7 @@ def server_kill_trials(trials: int, store: Path, image: bytes, port: int, seed: 
         time.sleep(float(rng.uniform(0, 0.005)))  # anywhere inside that request
         os.kill(server.pid, signal.SIGKILL)
         server.wait(30)
-        server.stderr.close()
+        server.log.close()
         stream.join(60)
         report.trials += 1
         report.killed_after.append(len(acked))
@@ -132,7 +141,8 @@ def server_kill_trials(trials: int, store: Path, image: bytes, port: int, seed: 
             continue
         report.loadable += 1
         report.acknowledged += len(acked)
-        removed = {label for op, label in acked if op == "remove"}
+        # a class whose removal was sent (acknowledged, or in flight at the kill) may be gone
+        removed = {label for op, label in sent if op == "remove"}
         for op, label in acked:
             kept = (label not in classes) if op == "remove" else (
                 label in classes or label in removed)

@@ -240,3 +240,12 @@ def test_routing_and_multipart_errors_take_the_same_body(registered) -> None:
     # the file part never ended (no closing boundary), so the form has no images
     assert "body.images: Field required" in _error(response, 422, "invalid_request")
     assert client.get("/health").status_code == 200
+
+
+def test_a_client_that_went_away_is_not_a_server_error() -> None:
+    from starlette.requests import ClientDisconnect
+
+    from fewshot_metric.serve.errors import describe
+
+    status, kind, _ = describe(ClientDisconnect())
+    assert (status, kind) == (499, "client_disconnected")  # under 500: not logged as an error

@@ -162,3 +162,13 @@ def test_shots_that_cancel_an_existing_class_are_refused():
     np.testing.assert_array_equal(store.search(shots, k=1).distances, before.distances)
     store.add(-shots[:2], ["a"] * 2)  # a real change of direction is still accepted
     assert store.count("a") == 5
+
+
+def test_a_page_of_counts_and_the_shot_total_skip_removed_classes() -> None:
+    store = PrototypeStore(2, mode="instance")
+    store.add(np.zeros((6, 2), np.float32), ["a", "b", "b", "c", "d", "d"])
+    store.remove("b")
+    assert store.counts_page(0, 2) == {"a": 1, "c": 1}
+    assert store.counts_page(1, 10) == {"c": 1, "d": 2}
+    assert store.counts_page(3, 5) == {}
+    assert store.shots == 4
