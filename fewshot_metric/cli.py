@@ -12,9 +12,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fewshot_metric.config import ConfigError
 from fewshot_metric.store import KIND_OPTIONS, MODES, flat_kernel
+
+if TYPE_CHECKING:  # imported where used: torch loads only for the commands that need it
+    from fewshot_metric.meta.finetune import FineTune
 
 
 def cmd_backbones(args: argparse.Namespace) -> int:
@@ -57,6 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fewshot_metric.training.checkpoint import load_model
     from fewshot_metric.training.splits import open_split
 
+    finetune = _finetune(args)
     model, meta = load_model(args.checkpoint)
     model.head.check_n_way(args.way, "--way")
     data = recipe_from_dict(meta["recipe"], source=f"{args.checkpoint} recipe").data
@@ -70,13 +75,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = args.split or data.test_split
     dataset = open_split(data, split, build_transform(model.backbone.input_config))
     result = evaluate_dataset(model, dataset, args.way, args.shot, args.query, args.episodes,
-                              args.seed, same_group=args.same_group, batch_size=args.batch_size)
-    print(f"{data.kind} {split}: {result}")
+                              args.seed, same_group=args.same_group, batch_size=args.batch_size,
+                              finetune=finetune)
+    print(f"{data.kind} {split}: {result}" + (f"; {finetune}" if finetune else ""))
     record = {"checkpoint": str(args.checkpoint), "data": data.kind, "root": data.root,
-              "split": split, "rotations": data.rotations, **result.to_dict()}
+              "split": split, "rotations": data.rotations, **result.to_dict(),
+              "adapt": finetune.to_dict() if finetune else None}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _finetune(args: argparse.Namespace) -> FineTune | None:
+    """eval's --adapt-steps / --adapt-lr / --adapt -> a FineTune, or None without them."""
+    from fewshot_metric.meta.finetune import DEFAULT_LR, FineTune
+    from fewshot_metric.meta.inner_loop import check_steps
+    from fewshot_metric.meta.maml import check_lr
+
+    if args.adapt_steps is None:
+        given = [flag for flag, value in (("--adapt", args.adapt), ("--adapt-lr", args.adapt_lr))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} given without --adapt-steps N, which turns "
+                             "on test-time fine-tuning: add it, e.g. --adapt-steps 10")
+        return None
+    lr = DEFAULT_LR if args.adapt_lr is None else args.adapt_lr
+    return FineTune(check_steps(args.adapt_steps, "--adapt-steps"), check_lr(lr, "--adapt-lr"),
+                    args.adapt or "head")
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -266,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all classes of a task from one group (e.g. one Omniglot alphabet)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--adapt-steps", type=int, metavar="N", help="fine-tune on each episode's "
+                   "support set for N gradient steps before scoring its queries (0: the "
+                   "Proto-MAML head as initialised, the Prototypical predictions); not for "
+                   "MAML-family checkpoints, which adapt with their own inner loop")
+    p.add_argument("--adapt-lr", type=float, metavar="LR",
+                   help="step size of --adapt-steps (default 0.01)")
+    p.add_argument("--adapt", choices=["head", "all"],
+                   help="what --adapt-steps fine-tunes: head (default: a linear head from the "
+                   "support prototypes, on embeddings computed once) or all (backbone too, "
+                   "per episode; batch norm keeps the checkpoint's running statistics)")
 
     p = sub.add_parser("register", help="add classes from a few images each to a store")
     p.add_argument("--store", required=True, help="store folder (created if missing)")

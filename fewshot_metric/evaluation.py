@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fewshot_metric.data import EpisodeSampler, FewShotDataset, split_episode
+from fewshot_metric.meta.finetune import FineTune
 from fewshot_metric.model import FewShotModel
 from fewshot_metric.training.splits import preload_images
 
@@ -92,16 +93,23 @@ def _evaluate(model: FewShotModel, score: Callable[[list[int]], tuple[torch.Tens
 @torch.no_grad()
 def evaluate_embeddings(model: FewShotModel, embeddings: torch.Tensor, labels: np.ndarray,
                         class_groups: Sequence[str] | None, n_way: int, k_shot: int,
-                        n_query: int, episodes: int, seed: int,
-                        same_group: bool = False) -> EpisodeAccuracy:
-    """Runs `episodes` tasks on precomputed embeddings [N, D] with the model's head.
+                        n_query: int, episodes: int, seed: int, same_group: bool = False,
+                        finetune: FineTune | None = None) -> EpisodeAccuracy:
+    """Runs `episodes` tasks on precomputed embeddings [N, D] with the model's head, or with
+    a linear head fine-tuned on each support set (`finetune`, what="head").
 
     Episode i is a pure function of (seed, i), so the same seed gives the same tasks and
     the same number. Each image is embedded once (eval mode), then tasks index into it.
     """
+    if finetune is not None and finetune.what != "head":
+        raise ValueError("fine-tuning the whole network needs the images: use "
+                         "evaluate_images or evaluate_dataset")
+
     def score(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         emb = embeddings[torch.as_tensor(indices)]
         support, support_labels, query, query_labels = split_episode(emb, n_way, k_shot, n_query)
+        if finetune is not None:
+            return finetune.head_logits(support, support_labels, query), query_labels
         return model.episode_logits(support, support_labels, query), query_labels
 
     return _evaluate(model, score, labels, class_groups, n_way, k_shot, n_query, episodes, seed,
@@ -112,16 +120,22 @@ def evaluate_embeddings(model: FewShotModel, embeddings: torch.Tensor, labels: n
 def evaluate_images(model: FewShotModel, fetch: Callable[[list[int]], torch.Tensor],
                     labels: np.ndarray, class_groups: Sequence[str] | None, n_way: int,
                     k_shot: int, n_query: int, episodes: int, seed: int,
-                    same_group: bool = False) -> EpisodeAccuracy:
+                    same_group: bool = False, finetune: FineTune | None = None
+                    ) -> EpisodeAccuracy:
     """Runs the same seeded tasks as `evaluate_embeddings` on images: fetch(indices [n]) ->
     images [n, C, H, W]; each episode goes through the head's `episode_loss` in eval mode
-    (heads that adapt: the test-time inner loop on its support set)."""
+    (heads that adapt: the test-time inner loop on its support set), or through
+    `finetune.network_logits` (the backbone and a linear head fine-tuned on it)."""
     device = next(model.parameters()).device
 
     def score(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         images = fetch(indices).to(device)
-        _, logits = model.episode_loss(images, n_way, k_shot, n_query)
-        return logits, split_episode(images, n_way, k_shot, n_query)[3]
+        support, support_labels, query, query_labels = split_episode(images, n_way, k_shot,
+                                                                     n_query)
+        if finetune is not None:
+            return (finetune.network_logits(model.backbone, support, support_labels, query),
+                    query_labels)
+        return model.episode_loss(images, n_way, k_shot, n_query)[1], query_labels
 
     return _evaluate(model, score, labels, class_groups, n_way, k_shot, n_query, episodes, seed,
                      same_group)
@@ -130,17 +144,21 @@ def evaluate_images(model: FewShotModel, fetch: Callable[[list[int]], torch.Tens
 def evaluate_dataset(model: FewShotModel, dataset: FewShotDataset, n_way: int, k_shot: int,
                      n_query: int, episodes: int, seed: int, same_group: bool = False,
                      batch_size: int = 256,
-                     fetch: Callable[[np.ndarray], torch.Tensor] | None = None
-                     ) -> EpisodeAccuracy:
+                     fetch: Callable[[np.ndarray], torch.Tensor] | None = None,
+                     finetune: FineTune | None = None) -> EpisodeAccuracy:
     """The model's accuracy on `dataset`'s seeded tasks. Metric heads: every image embedded
-    once, then `evaluate_embeddings`; heads that adapt per task (`scores_images`):
-    `evaluate_images`. fetch(indices [n]) -> images [n, C, H, W] (default: preprocess them
-    from `dataset`, batch by batch or episode by episode)."""
-    if model.head.scores_images:
+    once, then `evaluate_embeddings`; heads that adapt per task (`scores_images`) and
+    whole-network fine-tuning (`finetune.what == "all"`): `evaluate_images`.
+    fetch(indices [n]) -> images [n, C, H, W] (default: preprocess them from `dataset`,
+    batch by batch or episode by episode). `finetune`: test-time fine-tuning (not for heads
+    that adapt on their own)."""
+    if finetune is not None:
+        finetune.check_head(model.head)
+    if model.head.scores_images or (finetune is not None and finetune.what == "all"):
         fetch = fetch or (lambda indices: preload_images(dataset, indices, progress=False))
         return evaluate_images(model, fetch, dataset.labels, dataset.class_groups, n_way,
-                               k_shot, n_query, episodes, seed, same_group)
+                               k_shot, n_query, episodes, seed, same_group, finetune)
     embeddings = (embed_dataset(model, dataset, batch_size) if fetch is None
                   else embed_images(model, fetch(np.arange(len(dataset))), batch_size))
     return evaluate_embeddings(model, embeddings, dataset.labels, dataset.class_groups, n_way,
-                               k_shot, n_query, episodes, seed, same_group)
+                               k_shot, n_query, episodes, seed, same_group, finetune)

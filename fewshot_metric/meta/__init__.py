@@ -13,10 +13,12 @@ concept:
   anil.py        ANIL: the classifier adapts on features computed once per task
   protomaml.py   Proto-MAML: the classifier initialised from the support prototypes
   reptile.py     Reptile as a loss: one trainer, one optimizer step
+  finetune.py    FineTune: test-time fine-tuning of any checkpoint (`eval --adapt-steps`)
 """
 
 from fewshot_metric.meta.anil import anil_logits
 from fewshot_metric.meta.batch_norm import task_batch_norm
+from fewshot_metric.meta.finetune import FineTune
 from fewshot_metric.meta.inner_loop import gradient_step, inner_loop
 from fewshot_metric.meta.learner import Learner
 from fewshot_metric.meta.linear import LinearClassifier
@@ -24,5 +26,5 @@ from fewshot_metric.meta.maml import MAML, MetaSGD
 from fewshot_metric.meta.protomaml import prototype_init
 from fewshot_metric.meta.reptile import reptile_loss
 
-__all__ = ["MAML", "Learner", "LinearClassifier", "MetaSGD", "anil_logits", "gradient_step",
-           "inner_loop", "prototype_init", "reptile_loss", "task_batch_norm"]
+__all__ = ["MAML", "FineTune", "Learner", "LinearClassifier", "MetaSGD", "anil_logits",
+           "gradient_step", "inner_loop", "prototype_init", "reptile_loss", "task_batch_norm"]
