@@ -42,32 +42,19 @@ from fewshot_metric.meta.anil import anil_logits
 from fewshot_metric.meta.batch_norm import task_batch_norm
 from fewshot_metric.meta.inner_loop import check_steps, inner_loop
 from fewshot_metric.meta.learner import Learner
-from fewshot_metric.meta.linear import LinearClassifier
+from fewshot_metric.meta.linear import LinearClassifier, TaskNetwork
 from fewshot_metric.meta.maml import (
+    adaptable_names,
     check_lr,
     clone_learner,
     meta_sgd_lrs,
     select_parameters,
     step_sizes,
-    task_parameter_names,
 )
 from fewshot_metric.meta.protomaml import prototype_init
 from fewshot_metric.meta.reptile import reptile_loss
 
 Adapt = str | list[str]
-
-
-class TaskNetwork(nn.Module):
-    """backbone + classifier: images [B, C, H, W] -> logits [B, n_way]. Built per task around
-    the model's own modules (no copy), for a learner to run with adapted parameters."""
-
-    def __init__(self, backbone: nn.Module, classifier: LinearClassifier):
-        super().__init__()
-        self.backbone = backbone
-        self.classifier = classifier
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(images))
 
 
 class AdaptationHead(EpisodeHead):
@@ -112,9 +99,8 @@ class AdaptationHead(EpisodeHead):
     def attach(self, backbone: nn.Module) -> None:
         """Resolves `adapt` against backbone.* and classifier.*; creates Meta-SGD's lrs."""
         network = TaskNetwork(backbone, self.classifier)
-        available = [*(name for name, _ in network.named_parameters()),
-                     *task_parameter_names(network)]
-        self.adapted = select_parameters(available, None if self.adapt == "all" else self.adapt)
+        self.adapted = select_parameters(adaptable_names(network),
+                                         None if self.adapt == "all" else self.adapt)
         if self.meta_sgd:
             self.lrs = meta_sgd_lrs(network, self.adapted, self.inner_lr)
 

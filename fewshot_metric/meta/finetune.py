@@ -29,8 +29,8 @@ from torch.func import functional_call
 
 from fewshot_metric.meta.inner_loop import check_steps, inner_loop
 from fewshot_metric.meta.learner import Learner
-from fewshot_metric.meta.linear import LinearClassifier
-from fewshot_metric.meta.maml import check_lr, clone_learner
+from fewshot_metric.meta.linear import LinearClassifier, TaskNetwork
+from fewshot_metric.meta.maml import adaptable_names, check_lr, clone_learner
 from fewshot_metric.meta.protomaml import prototype_init
 
 DEFAULT_LR = 0.01  # SGD step size of Chen et al. 2019's fine-tuning baseline
@@ -102,11 +102,11 @@ class FineTune:
                 if self.what == "head":
                     return self.head_logits(support_emb, support_labels, backbone(query))
             weight, bias = prototype_init(support_emb, support_labels)
-            network = nn.Sequential(backbone, LinearClassifier(weight.shape[1], None))
-            sizes = dict.fromkeys([*dict(network.named_parameters()), "1.weight", "1.bias"],
-                                  self.lr)
+            network = TaskNetwork(backbone, LinearClassifier(weight.shape[1], None))
+            sizes = dict.fromkeys(adaptable_names(network), self.lr)
             with torch.enable_grad():
-                start = clone_learner(network, sizes, True, {"1.weight": weight, "1.bias": bias})
+                start = clone_learner(network, sizes, True, {"classifier.weight": weight,
+                                                             "classifier.bias": bias})
                 learner = inner_loop(RunningStatsLearner(network, start.params, sizes, True),
                                      support, support_labels, self.steps)
                 return learner(query).detach()

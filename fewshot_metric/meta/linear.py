@@ -1,4 +1,5 @@
-"""LinearClassifier: the output layer the inner loop adapts, learned or given per task."""
+"""LinearClassifier: the output layer the inner loop adapts, learned or given per task; and
+TaskNetwork, a backbone with one on top: the network a task adapts."""
 
 from __future__ import annotations
 
@@ -48,3 +49,17 @@ class LinearClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, n_way={self.n_way}"
+
+
+class TaskNetwork(nn.Module):
+    """backbone + classifier: images [B, C, H, W] -> logits [B, n_way]. Built per task around
+    the given modules (no copy), for a learner to run with adapted parameters; its parameter
+    names start with "backbone." and "classifier."."""
+
+    def __init__(self, backbone: nn.Module, classifier: LinearClassifier):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images))

@@ -38,6 +38,12 @@ def task_parameter_names(module: nn.Module) -> list[str]:
             for name in sub.task_parameters()]
 
 
+def adaptable_names(module: nn.Module) -> list[str]:
+    """Every parameter name a learner over `module` can adapt: the module's own, then those
+    each task provides (`task_parameter_names`)."""
+    return [*(name for name, _ in module.named_parameters()), *task_parameter_names(module)]
+
+
 def select_parameters(available: Sequence[str], adapt: str | Sequence[str] | None
                       ) -> list[str]:
     """The names in `available` that `adapt` picks: all for None, else each entry's exact
