@@ -102,7 +102,9 @@ class Prediction:
                 "distances": list(self.distances)}
 
 
-def _image_name(image: ImageInput, i: int) -> str:
+def image_name(image: ImageInput, i: int) -> str:
+    """How answers and errors name image i: its path as given, or "<image i>" for a PIL
+    image."""
     return f"<image {i}>" if isinstance(image, Image.Image) else str(image)
 
 
@@ -210,7 +212,7 @@ class FewShotClassifier:
         """The k nearest classes of each image (paths or PIL images), in input order."""
         self.check_query(k)
         embeddings = self._embed(images, batch_size, progress, "no image was queried")
-        names = [_image_name(image, i) for i, image in enumerate(images)]
+        names = [image_name(image, i) for i, image in enumerate(images)]
         return self.predict(embeddings, k, names)
 
     def predict(self, embeddings: np.ndarray, k: int = 1, names: Sequence[str] | None = None

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from fewshot_metric.classifier import Prediction, check_shots, class_folders
+from fewshot_metric.classifier import Prediction, check_shots, class_folders, image_name
 from fewshot_metric.embedder import ImageInput
 from fewshot_metric.serve.errors import ERRORS
 
@@ -84,6 +84,7 @@ class Client:
     def register(self, label: str, images: Sequence[ImageInput]) -> int:
         """Adds the shots `images` (paths or PIL images) to class `label`, new or existing:
         all of them, or on any error none. Returns the class's shot count."""
+        check_shots(label, images)
         files = [("images", part) for part in _parts(images)]
         return self._call("POST", "/register", data={"label": label}, files=files)["count"]
 
@@ -121,9 +122,9 @@ class Client:
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            files = [("images", part) for part in _parts(chunk)]
+            files = [("images", part) for part in _parts(chunk, start)]
             answers = self._call("POST", "/query", data={"k": str(k)}, files=files)
-            predictions += [_prediction(answer, _name(image, start + i))
+            predictions += [_prediction(answer, image_name(image, start + i))
                             for i, (image, answer)
                             in enumerate(zip(chunk, answers["predictions"], strict=True))]
         return predictions
@@ -162,18 +163,15 @@ def _check(response: httpx.Response) -> None:
     raise error_type(detail)
 
 
-def _name(image: ImageInput, i: int) -> str:
-    return f"<image {i}>" if isinstance(image, Image.Image) else str(image)
-
-
-def _parts(images: Sequence[ImageInput]) -> Iterator[tuple[str, bytes]]:
+def _parts(images: Sequence[ImageInput], first: int = 0) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of each image: a file's path as given and its contents (the server's
-    errors name it as the Python API would), a PIL image as PNG named "<image i>"."""
-    for i, image in enumerate(images):
+    errors name it as the Python API would), a PIL image as PNG named "<image i>" (i counted
+    from `first`, the image's place in the caller's list)."""
+    for i, image in enumerate(images, first):
         if isinstance(image, Image.Image):
             png = io.BytesIO()
             image.save(png, "PNG")
-            yield f"<image {i}>", png.getvalue()
+            yield image_name(image, i), png.getvalue()
         else:
             path = Path(image)
             if not path.is_file():

@@ -79,6 +79,8 @@ def test_client_raises_the_python_api_errors(classifier: FewShotClassifier, glyp
                 (lambda c: c.rename("nope", "x"), UnknownClassError),
                 (lambda c: c.rename(names[0], names[1]), ClassExistsError),
                 (lambda c: c.register("  ", image), ValueError),
+                (lambda c: c.register("x", str(image[0])), ValueError),  # one path, no list
+                (lambda c: c.register("x", []), ValueError),
                 (lambda c: c.query(image, k=0), ValueError),
                 (lambda c: c.register_many({"x": []}), ValueError)):
             assert _message(partial(call, remote), error_type) == _message(
