@@ -44,11 +44,26 @@ def check_label(label: object, where: str) -> str:
 
 
 def collision_groups(labels: Sequence[str]) -> dict[str, list[int]]:
-    """{NFC label: its rows [>= 2]} for the labels [C] that share an NFC form."""
+    """{label: its rows [>= 2]} for the labels [C] (in NFC) that occur more than once; {}
+    at the cost of one set when none does (the case of every store written in NFC)."""
+    if len(set(labels)) == len(labels):
+        return {}
     rows: dict[str, list[int]] = {}
     for row, label in enumerate(labels):
-        rows.setdefault(unicodedata.normalize("NFC", label), []).append(row)
+        rows.setdefault(label, []).append(row)
     return {label: group for label, group in rows.items() if len(group) > 1}
+
+
+def _checked(saved: SavedStore) -> list[str]:
+    """saved.labels [C] as `check_label` returns them (in NFC); a StoreFormatError names
+    the first that is not a label."""
+    checked = []
+    for i, label in enumerate(saved.labels):
+        try:
+            checked.append(check_label(label, f"labels[{i}]"))
+        except ValueError as error:
+            raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: {error}") from None
+    return checked
 
 
 def resolve_collisions(saved: SavedStore, how: str, mmap: bool) -> bool:
@@ -60,18 +75,15 @@ def resolve_collisions(saved: SavedStore, how: str, mmap: bool) -> bool:
     if how not in COLLISION_CHOICES:
         raise ValueError(f"label_collisions must be one of {list(COLLISION_CHOICES)}, got "
                          f"{how!r}")
-    for i, label in enumerate(saved.labels):
-        try:
-            check_label(label, f"labels[{i}]")
-        except ValueError as error:
-            raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: {error}") from None
+    normalized = _checked(saved)
     if len(set(saved.labels)) != len(saved.labels):  # no version ever wrote this
         raise StoreFormatError(f"{saved.source}/{LABELS_FILE}: two classes share one label; "
                                f"{RESTORE}")
-    groups = collision_groups(saved.labels)
+    # labels saved in NFC (every store since the rule) cannot collide: no second set
+    groups = {} if normalized == saved.labels else collision_groups(normalized)
     if groups and (how == "refuse" or mmap):
         raise LabelCollisionError(_collision_message(saved, groups))
-    saved.labels = [unicodedata.normalize("NFC", label) for label in saved.labels]
+    saved.labels = normalized
     if how == "rename":
         taken = set(saved.labels)
         for label, rows in groups.items():
