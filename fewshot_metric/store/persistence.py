@@ -204,18 +204,25 @@ def exclusive_lock(path: str | Path, timeout: float = 30.0) -> Iterator[None]:
     StoreOwnedError while a StoreOwner owns the store. The lock file goes beside the store
     folder, whose parent must exist."""
     path = Path(path)
-    held = _held.__dict__.setdefault("paths", set())
     key = lock_path(path).resolve()
-    if key in held:  # nested: the outer block holds it
+    if key in getattr(_held, "paths", set()):  # nested: the outer block holds it
         yield
         return
     with _locked(path, exclusive=True, timeout=timeout):
         _refuse_if_owned(path)
-        held.add(key)
-        try:
+        with _marked(_held, key):
             yield
-        finally:
-            held.discard(key)
+
+
+@contextmanager
+def _marked(marks: threading.local, key: Path) -> Iterator[None]:
+    """Adds `key` to this thread's set `marks.paths` for the block."""
+    paths = marks.__dict__.setdefault("paths", set())
+    paths.add(key)
+    try:
+        yield
+    finally:
+        paths.discard(key)
 
 
 def owner_path(path: Path) -> Path:
@@ -229,13 +236,8 @@ _owner_writes = threading.local()  # .paths: owner files whose owner saves in th
 @contextmanager
 def writing_as_owner(path: str | Path) -> Iterator[None]:
     """Lets this thread's saves of `path` pass the ownership check (a StoreOwner's fold)."""
-    paths = _owner_writes.__dict__.setdefault("paths", set())
-    key = owner_path(Path(path)).resolve()
-    paths.add(key)
-    try:
+    with _marked(_owner_writes, owner_path(Path(path)).resolve()):
         yield
-    finally:
-        paths.discard(key)
 
 
 def take_ownership(path: Path, describe: str) -> int:
